@@ -1,0 +1,95 @@
+"""One typed error hierarchy; each error knows its HTTP status and gRPC code.
+
+Raised at the boundary (validation, admission, lookup) and mapped to the wire in exactly one
+place per transport (``cloud_server.errors_http`` / the gRPC servicer).
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class PDError(Exception):
+    """Base of every error this project reports to a client."""
+
+    http_status = 500
+    grpc_code = grpc.StatusCode.INTERNAL
+    code = "internal"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_dict(self) -> dict:
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+class InvalidRequest(PDError):
+    """The request itself is wrong; the message says what to fix."""
+
+    http_status = 400
+    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+    code = "invalid_request"
+
+
+class PromptTooLong(InvalidRequest):
+    code = "prompt_too_long"
+
+
+class FingerprintMismatch(InvalidRequest):
+    """The device runs a different model or tokenizer than the cloud."""
+
+    http_status = 409
+    code = "fingerprint_mismatch"
+
+
+class UnknownRequest(PDError):
+    http_status = 404
+    grpc_code = grpc.StatusCode.NOT_FOUND
+    code = "unknown_request"
+
+
+class Unauthorized(PDError):
+    http_status = 401
+    grpc_code = grpc.StatusCode.UNAUTHENTICATED
+    code = "unauthorized"
+
+
+class Overloaded(PDError):
+    """No free slot: rejected at once instead of queued (P/D-Serve's on-demand rejection)."""
+
+    http_status = 429
+    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    code = "overloaded"
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class CloudUnavailable(PDError):
+    """Client side: the cloud could not be reached or broke mid-stream."""
+
+    http_status = 503
+    grpc_code = grpc.StatusCode.UNAVAILABLE
+    code = "cloud_unavailable"
+
+
+_BY_CODE = {
+    cls.code: cls
+    for cls in (
+        InvalidRequest,
+        PromptTooLong,
+        FingerprintMismatch,
+        UnknownRequest,
+        Unauthorized,
+        Overloaded,
+        CloudUnavailable,
+    )
+}
+
+
+def error_from_code(code: str, message: str) -> PDError:
+    """Rebuild a typed error on the client from the wire ``code`` string."""
+    cls = _BY_CODE.get(code, PDError)
+    return cls(message)

@@ -1,0 +1,1 @@
+"""Generated gRPC code for ``pd.proto``. Regenerate with ``python -m common.proto.generate``."""

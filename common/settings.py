@@ -1,0 +1,76 @@
+"""Split settings: the schema the tuner writes and the device client and ``pdd bench`` read.
+
+One bucket per prompt-length range; the client picks the first bucket whose ``max_prompt_len``
+covers the prompt.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .messages import MAX_REFINE_RATIO
+
+
+class Bucket(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_prompt_len: int = Field(..., gt=0)
+    use_cloud: bool = True
+    cloud_tokens: int = Field(..., ge=0, description="N")
+    refine_ratio: float = Field(0.0, ge=0.0, le=MAX_REFINE_RATIO)
+    min_interval_s: float = Field(..., ge=0.0, description="speed controller's smallest gap")
+    max_interval_s: float = Field(..., gt=0.0, description="speed controller's largest gap")
+    reason: str = ""
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Bucket:
+        if self.min_interval_s > self.max_interval_s:
+            raise ValueError("min_interval_s must not exceed max_interval_s")
+        return self
+
+
+class SplitSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    buckets: list[Bucket] = Field(..., min_length=1)
+
+    @model_validator(mode="after")
+    def _sorted(self) -> SplitSettings:
+        lens = [b.max_prompt_len for b in self.buckets]
+        if lens != sorted(lens) or len(set(lens)) != len(lens):
+            raise ValueError("buckets must be sorted by strictly increasing max_prompt_len")
+        return self
+
+    def bucket_for(self, prompt_len: int) -> Bucket:
+        """The first bucket that covers ``prompt_len``; the last one for longer prompts."""
+        for bucket in self.buckets:
+            if prompt_len <= bucket.max_prompt_len:
+                return bucket
+        return self.buckets[-1]
+
+    @classmethod
+    def load(cls, path: str | Path) -> SplitSettings:
+        return cls.model_validate(json.loads(Path(path).read_text()))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.model_dump_json(indent=2) + "\n")
+
+
+def default_settings() -> SplitSettings:
+    """Untuned defaults for this project's CPU numbers (decode ~40-60 ms/token)."""
+    return SplitSettings(
+        buckets=[
+            Bucket(
+                max_prompt_len=1 << 20,
+                use_cloud=True,
+                cloud_tokens=64,
+                refine_ratio=0.0,
+                min_interval_s=0.0,
+                max_interval_s=0.25,
+                reason="default: untuned",
+            )
+        ]
+    )
