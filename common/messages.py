@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from enum import Enum
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
@@ -51,7 +51,9 @@ class GenerateRequest(_Msg):
     messages: list[ChatMessage] | None = None
     raw: bool = False
     max_tokens: int = Field(..., gt=0, description="answer length limit, first token included")
-    cloud_tokens: int = Field(..., ge=0, description="N: tokens the cloud may decode after the first")
+    cloud_tokens: int = Field(
+        ..., ge=0, description="N: tokens the cloud may decode after the first"
+    )
     refine_ratio: float = Field(0.0, ge=0.0, le=MAX_REFINE_RATIO, allow_inf_nan=False)
     sampling: SamplingParams = SamplingParams()
     fingerprint: str | None = Field(None, description="model/tokenizer fingerprint of the device")
@@ -126,7 +128,7 @@ class End(_Msg):
     message: str = ""
 
 
-CloudEvent = Annotated[Union[KeepSet, FirstToken, Token, End], Field(discriminator="type")]
+CloudEvent = Annotated[KeepSet | FirstToken | Token | End, Field(discriminator="type")]
 CLOUD_EVENT = TypeAdapter(CloudEvent)
 
 

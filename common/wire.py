@@ -13,7 +13,6 @@ from .messages import (
     GenerateRequest,
     Handoff,
     KeepSet,
-    SamplingParams,
     Token,
     Usage,
 )
@@ -105,7 +104,9 @@ def event_to_proto(event: Event) -> pb.CloudMessage:
     if isinstance(event, Token):
         return pb.CloudMessage(token=pb.Token(**event.model_dump(exclude={"type"})))
     usage = pb.Usage(**event.usage.model_dump())
-    return pb.CloudMessage(end=pb.End(reason=event.reason.value, usage=usage, message=event.message))
+    return pb.CloudMessage(
+        end=pb.End(reason=event.reason.value, usage=usage, message=event.message)
+    )
 
 
 def event_from_proto(msg: pb.CloudMessage) -> Event:

@@ -26,7 +26,9 @@ def generate(out_dir: Path = HERE) -> None:
         raise SystemExit("protoc failed")
     grpc_file = out_dir / "pd_pb2_grpc.py"
     # protoc writes a top-level import; make it package-relative.
-    grpc_file.write_text(grpc_file.read_text().replace("import pd_pb2 as", "from . import pd_pb2 as"))
+    grpc_file.write_text(
+        grpc_file.read_text().replace("import pd_pb2 as", "from . import pd_pb2 as")
+    )
 
 
 if __name__ == "__main__":

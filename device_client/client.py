@@ -1,0 +1,151 @@
+"""The device SDK: ``DeviceClient.generate`` / ``stream`` and their async twins.
+
+    client = DeviceClient("http://127.0.0.1:8000")          # or "grpc://...", or None
+    for tok in client.stream("Why is the sky blue?", max_tokens=64):
+        print(tok.text, end="", flush=True)
+
+One async path (``answer``); the sync methods drive it on a private event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+
+from common.errors import InvalidRequest
+from common.messages import ChatMessage, GenerateRequest, SamplingParams
+from common.model import DEFAULT_MODEL, LoadedModel, load_model
+from common.platform import select_platform, set_threads
+
+from .answer import Answer
+from .config import ClientConfig
+from .speed_controller import PacingConfig
+from .types import DisplayedToken, GenerationResult, Mode
+
+_SHOW_ON_ARRIVAL = PacingConfig(min_interval_s=0.0, max_interval_s=0.0, decode_interval_s=0.0)
+
+
+class DeviceClient:
+    def __init__(
+        self,
+        cloud: str | None = None,
+        model: str | LoadedModel = DEFAULT_MODEL,
+        transport: str | None = None,
+        **options,
+    ) -> None:
+        """``options`` are any other ``ClientConfig`` fields (threads, settings, network, ...)."""
+        name = model if isinstance(model, str) else model.name
+        self.config = ClientConfig(cloud_url=cloud, transport=transport, model=name, **options)
+        if isinstance(model, LoadedModel):
+            self.model = model
+        else:
+            set_threads(self.config.threads)
+            self.model = load_model(model, select_platform(self.config.device))
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pdd-device")
+        self._loop: asyncio.AbstractEventLoop | None = None  # for the sync API only
+
+    def close(self) -> None:
+        if self._loop is not None:
+            self._loop.close()
+        self._executor.shutdown(wait=False)
+
+    def _sync_loop(self) -> asyncio.AbstractEventLoop:
+        """One event loop per client for the sync API (grpc.aio binds to the loop it first saw)."""
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        return self._loop
+
+    def build_request(
+        self,
+        prompt: str | None = None,
+        *,
+        prompt_ids: list[int] | None = None,
+        messages: list[dict] | None = None,
+        raw: bool = False,
+        max_tokens: int = 128,
+        mode: Mode | str = Mode.PD,
+        cloud_tokens: int | None = None,
+        refine_ratio: float | None = None,
+        sampling: SamplingParams | None = None,
+    ) -> tuple[GenerateRequest, Mode, PacingConfig]:
+        """Tokenize, pick the settings bucket, validate: everything before any network or model."""
+        mode = Mode(mode)
+        if prompt_ids is None:
+            if prompt is None and messages is None:
+                raise InvalidRequest("give a prompt, prompt_ids or messages")
+            if prompt is not None and not prompt.strip():
+                raise InvalidRequest("prompt is empty: send some text")
+            prompt_ids = self.model.encode(prompt, messages, raw)
+        if len(prompt_ids) + max_tokens > self.model.max_context:
+            raise InvalidRequest(
+                f"prompt ({len(prompt_ids)} tokens) + max_tokens ({max_tokens}) exceeds the "
+                f"model's context of {self.model.max_context} tokens"
+            )
+        bucket = self.config.settings.bucket_for(len(prompt_ids))
+        if mode is Mode.PD and (not bucket.use_cloud or self.config.cloud_url is None):
+            mode = Mode.DEVICE  # the settings say the device alone is best for this length
+        if mode is Mode.CLOUD:
+            cloud_tokens = max_tokens - 1  # the cloud streams the whole answer
+        request = GenerateRequest(
+            prompt_ids=prompt_ids,
+            max_tokens=max_tokens,
+            cloud_tokens=bucket.cloud_tokens if cloud_tokens is None else cloud_tokens,
+            refine_ratio=bucket.refine_ratio if refine_ratio is None else refine_ratio,
+            sampling=sampling or SamplingParams(),
+            fingerprint=self.model.fingerprint,
+        )
+        pacing = _SHOW_ON_ARRIVAL
+        if mode is Mode.PD:
+            pacing = PacingConfig(
+                min_interval_s=bucket.min_interval_s,
+                max_interval_s=bucket.max_interval_s,
+                decode_interval_s=bucket.min_interval_s,
+            )
+        return request, mode, pacing
+
+    def answer(self, prompt: str | None = None, **kwargs) -> Answer:
+        """An answer to iterate (``async for tok in answer``); ``answer.result`` afterwards."""
+        request, mode, pacing = self.build_request(prompt, **kwargs)
+        if mode is not Mode.DEVICE and self.config.cloud_url is None:
+            raise InvalidRequest(f"mode {mode.value!r} needs a cloud URL")
+        return Answer(self.model, request, mode, pacing, self.config, self._executor)
+
+    async def astream(self, prompt: str | None = None, **kwargs) -> AsyncIterator[DisplayedToken]:
+        async for tok in self.answer(prompt, **kwargs):
+            yield tok
+
+    async def agenerate(self, prompt: str | None = None, **kwargs) -> GenerationResult:
+        answer = self.answer(prompt, **kwargs)
+        async for _ in answer:
+            pass
+        assert answer.result is not None
+        return answer.result
+
+    def stream(self, prompt: str | None = None, **kwargs) -> Iterator[DisplayedToken]:
+        agen = self.astream(prompt, **kwargs)
+        loop = self._sync_loop()
+        try:
+            while True:
+                try:
+                    yield loop.run_until_complete(agen.__anext__())
+                except StopAsyncIteration:
+                    return
+        finally:
+            loop.run_until_complete(agen.aclose())
+
+    def generate(self, prompt: str | None = None, **kwargs) -> GenerationResult:
+        return self._sync_loop().run_until_complete(self.agenerate(prompt, **kwargs))
+
+    def with_options(self, **options) -> DeviceClient:
+        """A client sharing this one's loaded model, with some config fields changed."""
+        clone = object.__new__(DeviceClient)
+        clone.config = replace(self.config, **options)
+        clone.model = self.model
+        clone._executor = self._executor
+        clone._loop = None
+        return clone
+
+
+__all__ = ["DeviceClient", "ChatMessage"]

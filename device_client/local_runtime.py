@@ -1,0 +1,107 @@
+"""The device's own model: chunked prefill, absorbing shown tokens, local decode.
+
+A ``LocalSession`` holds one answer's KV cache. Its methods run torch and are called from the
+client's single worker thread; the asyncio side reads ``progress()`` snapshots.
+
+Answer token ``i`` sits at position ``L + i`` (L = full prompt length) whether or not refinement
+skipped prompt tokens, so every token keeps its true position.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import torch
+
+from common.forward import forward_tokens, new_cache
+from common.messages import SamplingParams
+from common.model import LoadedModel
+from common.sampling import sample_token
+
+from .speed_controller import DeviceProgress
+
+
+class LocalSession:
+    def __init__(
+        self,
+        lm: LoadedModel,
+        prompt_ids: list[int],
+        chunk_tokens: int = 128,
+        slowdown: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        assert prompt_ids, "empty prompt"
+        self._lm = lm
+        self._clock = clock
+        self._chunk = chunk_tokens
+        self._slowdown = slowdown
+        self._lock = threading.Lock()
+        self._todo = list(range(len(prompt_ids)))  # prompt positions still to prefill
+        self.prompt_ids = prompt_ids
+        self.cache = new_cache(lm.model)
+        self.prompt_done = 0
+        self.absorbed = 0  # answer tokens in the cache
+        self.logits: torch.Tensor | None = None  # for answer token ``absorbed``
+        self.started_at: float | None = None
+
+    @property
+    def prompt_len(self) -> int:
+        return len(self.prompt_ids)
+
+    @property
+    def prompt_total(self) -> int:
+        """Prompt tokens this session will have prefilled when done (kept ones only)."""
+        with self._lock:
+            return self.prompt_done + len(self._todo)
+
+    @property
+    def is_prompt_done(self) -> bool:
+        with self._lock:
+            return not self._todo
+
+    def progress(self, to_absorb: int = 0, is_decoding: bool = False) -> DeviceProgress:
+        with self._lock:
+            total = self.prompt_done + len(self._todo)
+            return DeviceProgress(total, self.prompt_done, to_absorb, self.started_at, is_decoding)
+
+    def apply_keep_set(self, kept_positions: list[int]) -> None:
+        """Refinement: of the positions not prefilled yet, keep only these."""
+        keep = set(kept_positions)
+        with self._lock:
+            self._todo = [p for p in self._todo if p in keep]
+
+    def _forward(self, token_ids: list[int], positions: list[int]) -> float:
+        """One forward; returns its (emulated) duration."""
+        start = self._clock()
+        self.logits = forward_tokens(self._lm.model, token_ids, positions, self.cache)
+        elapsed = self._clock() - start
+        if self._slowdown > 1.0:  # emulate a device K times slower than this machine
+            time.sleep((self._slowdown - 1.0) * elapsed)
+        return elapsed * self._slowdown
+
+    def prefill_chunk(self) -> int:
+        """Prefill the next chunk of the (kept) prompt; return how many tokens it covered."""
+        with self._lock:
+            positions, self._todo = self._todo[: self._chunk], self._todo[self._chunk :]
+            if self.started_at is None:
+                self.started_at = self._clock()
+        if positions:
+            self._forward([self.prompt_ids[p] for p in positions], positions)
+            with self._lock:
+                self.prompt_done += len(positions)
+        return len(positions)
+
+    def absorb(self, token_ids: list[int]) -> None:
+        """Feed answer tokens ``absorbed .. absorbed + n - 1`` (received cloud tokens, or our own)."""
+        assert self.is_prompt_done, "absorb after the prompt"
+        start = self.prompt_len + self.absorbed
+        self._forward(token_ids, list(range(start, start + len(token_ids))))
+        with self._lock:
+            self.absorbed += len(token_ids)
+
+    def next_token(self, sampling: SamplingParams) -> int:
+        """Sample answer token ``absorbed`` from the logits of the last forward."""
+        assert self.logits is not None, "nothing prefilled yet"
+        return sample_token(self.logits, sampling, self.absorbed)

@@ -1,0 +1,114 @@
+"""Speed controller: when to show the next buffered token.
+
+A pure policy object (no I/O, no clock of its own: every call gets ``now``), so it is unit-tested
+with a fake clock and reused as is by the fleet simulator.
+
+The display shows one queue: the cloud's tokens, then (after the handoff) the device's own. The
+device hands off as soon as its prompt prefill is done, at m = the cloud tokens received by then,
+which it absorbs in one forward (see ``answer.py`` for why: absorbing only *shown* tokens made
+the device chase the display). Until its first own token is ready the controller stretches the
+cloud tokens it has, so the stream does not stall at the handoff:
+
+    Δ = clamp((T̂own - now) / tokens_left, Δmin, Δmax)
+    T̂own = now + (prompt tokens left) / r̂ + absorb(received) + τ̂d
+
+r̂ is the device's measured prefill rate (a profile prior until the first chunk is timed). Δmax
+is the TPOT target; Δmin sits near the device's own τd, so the rhythm does not change at the
+handoff. Once the device decodes, tokens go out every Δmin. A token is never held past Δmax
+while one is buffered.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import Enum
+
+
+@dataclass(frozen=True)
+class PacingConfig:
+    min_interval_s: float  # Δmin
+    max_interval_s: float  # Δmax: the TPOT target
+    decode_interval_s: float  # τ̂d: the device's own time per token (prior)
+    prefill_rate_tok_s: float | None = None  # r̂ prior, tokens/s (from a profile)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_interval_s <= self.max_interval_s:
+            raise ValueError("pacing needs 0 <= min_interval_s <= max_interval_s")
+
+
+@dataclass(frozen=True)
+class DeviceProgress:
+    """A snapshot of the device's local runtime."""
+
+    prompt_total: int  # prompt tokens it prefills (the kept ones with refinement)
+    prompt_done: int  # prompt tokens in its KV cache
+    to_absorb: int = 0  # cloud tokens it will absorb after the prompt (received so far)
+    started_at: float | None = None  # when its prefill began (for the rate estimate)
+    is_decoding: bool = False  # handed off: its own tokens are coming
+
+    @property
+    def is_prompt_done(self) -> bool:
+        return self.prompt_done >= self.prompt_total
+
+
+class Action(Enum):
+    WAIT = "wait"  # nothing to show until ``wait_s`` has passed (or new input arrives)
+    SHOW = "show"  # show the next buffered token now
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    wait_s: float = 0.0  # for WAIT; math.inf: until new input
+
+
+class SpeedController:
+    def __init__(self, config: PacingConfig) -> None:
+        self.config = config
+        self.num_shown = 0
+        self.last_shown_at: float | None = None
+
+    def on_shown(self, now: float) -> None:
+        self.num_shown += 1
+        self.last_shown_at = now
+
+    def prefill_rate(self, now: float, progress: DeviceProgress) -> float | None:
+        """Measured tokens/s of the device prefill, else the profile prior."""
+        if progress.started_at is not None and progress.prompt_done > 0:
+            elapsed = now - progress.started_at
+            if elapsed > 0:
+                return progress.prompt_done / elapsed
+        return self.config.prefill_rate_tok_s
+
+    def estimate_own_token(self, now: float, progress: DeviceProgress) -> float:
+        """T̂own: when the device's first own token will be ready (inf if it cannot tell yet)."""
+        tau_d = self.config.decode_interval_s
+        if progress.is_decoding:
+            return now
+        rate = self.prefill_rate(now, progress)
+        if rate is None:
+            return math.inf
+        left = progress.prompt_total - progress.prompt_done
+        absorb = progress.to_absorb / rate + tau_d if progress.to_absorb else 0.0
+        return now + left / rate + absorb + tau_d
+
+    def interval(self, now: float, num_left: int, progress: DeviceProgress) -> float:
+        """Δ before the next token, given ``num_left`` cloud tokens still to show."""
+        cfg = self.config
+        if progress.is_decoding:
+            return cfg.min_interval_s
+        until_own = self.estimate_own_token(now, progress) - now
+        return min(max(until_own / max(num_left, 1), cfg.min_interval_s), cfg.max_interval_s)
+
+    def decide(
+        self, now: float, num_buffered: int, num_left: int, progress: DeviceProgress
+    ) -> Decision:
+        """``num_buffered``: tokens ready to show; ``num_left``: those plus the cloud tokens
+        still expected before the device's own."""
+        if not num_buffered:
+            return Decision(Action.WAIT, math.inf)
+        if self.last_shown_at is None:
+            return Decision(Action.SHOW)  # the first token goes out at once
+        due = self.last_shown_at + self.interval(now, num_left, progress)
+        return Decision(Action.SHOW) if now >= due else Decision(Action.WAIT, due - now)

@@ -1,0 +1,94 @@
+"""What the device SDK hands to the app: displayed tokens and a per-answer summary."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Literal
+
+Source = Literal["cloud", "device"]
+
+
+class Mode(str, Enum):
+    PD = "pd"  # cloud prefill + first tokens, device catches up and finishes
+    DEVICE = "device"  # device-only baseline
+    CLOUD = "cloud"  # cloud-only baseline: the cloud streams the whole answer
+
+
+@dataclass(frozen=True)
+class DisplayedToken:
+    index: int  # position in the answer, 0 = first token
+    token_id: int
+    text: str  # text piece this token completes (may be "" mid-character)
+    source: Source
+    time_s: float  # display time, seconds since the request started
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    mode: Mode
+    tokens: list[DisplayedToken]
+    prompt_tokens: int
+    kept_prompt_tokens: int  # what the device actually prefilled (refinement skips the rest)
+    handoff_index: int | None  # m: cloud tokens shown before the device took over
+    cloud_tokens: int  # tokens the cloud generated for this answer (first included)
+    cloud_busy_s: float | None  # the cloud's own accounting, from its end event
+    fallback: str | None  # why the device finished alone, or None
+    end_reason: str  # eos | max_tokens
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def token_ids(self) -> list[int]:
+        return [t.token_id for t in self.tokens]
+
+    @property
+    def text(self) -> str:
+        return "".join(t.text for t in self.tokens)
+
+    @property
+    def sources(self) -> list[Source]:
+        return [t.source for t in self.tokens]
+
+    @property
+    def ttft_s(self) -> float | None:
+        return self.tokens[0].time_s if self.tokens else None
+
+    @property
+    def e2e_s(self) -> float | None:
+        return self.tokens[-1].time_s if self.tokens else None
+
+    @property
+    def itl_s(self) -> list[float]:
+        """Every gap between two displayed tokens (inter-token latencies)."""
+        times = [t.time_s for t in self.tokens]
+        return [b - a for a, b in zip(times, times[1:], strict=False)]
+
+    @property
+    def tpot_mean_s(self) -> float | None:
+        """vLLM's TPOT: (E2E - TTFT) / (n - 1)."""
+        n = len(self.tokens)
+        return (self.tokens[-1].time_s - self.tokens[0].time_s) / (n - 1) if n > 1 else None
+
+    @property
+    def tpot_max_s(self) -> float | None:
+        """The largest gap between two displayed tokens, handoff included."""
+        return max(self.itl_s) if len(self.tokens) > 1 else None
+
+    def to_json_dict(self) -> dict:
+        return {
+            "mode": self.mode.value,
+            "token_ids": self.token_ids,
+            "text": self.text,
+            "sources": self.sources,
+            "ttft_s": self.ttft_s,
+            "tpot_mean_s": self.tpot_mean_s,
+            "tpot_max_s": self.tpot_max_s,
+            "e2e_s": self.e2e_s,
+            "handoff_index": self.handoff_index,
+            "cloud_tokens": self.cloud_tokens,
+            "cloud_busy_s": self.cloud_busy_s,
+            "prompt_tokens": self.prompt_tokens,
+            "kept_prompt_tokens": self.kept_prompt_tokens,
+            "fallback": self.fallback,
+            "end_reason": self.end_reason,
+        }
