@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import typer
 
+from benchmarks.profile import profile_command
+from benchmarks.simulator import simulate_command
+from benchmarks.tuner import tune_command
+from cloud_server.cli import serve as cloud_serve
+from device_client.cli import generate
+
 app = typer.Typer(
     help="pd-device: split LLM answers between a cloud prefill service and the device.",
     no_args_is_help=True,
@@ -14,3 +20,8 @@ app = typer.Typer(
 # Registration: one line per command, the implementation lives in its component.
 # (cloud_server.cli: serve, gateway; device_client.cli: generate; benchmarks: bench, profile, tune,
 # simulate.)
+app.command("serve")(cloud_serve)
+app.command("profile")(profile_command)
+app.command("tune")(tune_command)
+app.command("simulate")(simulate_command)
+app.command("generate")(generate)

@@ -1,0 +1,120 @@
+"""gRPC transport: ``pd.v1.PDService/Generate`` over the engine, plus the standard health service.
+
+The first ``DeviceMessage`` is the request; a later one with ``handoff`` hands off. Cancelling the
+call cancels the request. Undecodable bytes are read as a ``MalformedMessage`` (not gRPC's INTERNAL)
+so the client gets INVALID_ARGUMENT with a message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+from google.protobuf.message import DecodeError
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from common.errors import InvalidRequest, PDError
+from common.messages import GenerateRequest
+from common.proto import pd_pb2 as pb
+from common.wire import event_to_proto, request_from_proto
+
+from .engine import Engine
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "pd.v1.PDService"
+
+
+@dataclass(frozen=True)
+class MalformedMessage:
+    reason: str
+
+
+def parse_device_message(data: bytes) -> pb.DeviceMessage | MalformedMessage:
+    try:
+        return pb.DeviceMessage.FromString(data)
+    except DecodeError as err:
+        return MalformedMessage(str(err))
+
+
+async def abort_with(context: grpc.aio.ServicerContext, err: PDError) -> None:
+    """The one place a ``PDError`` becomes a gRPC status (raises)."""
+    metadata = ()
+    retry_after_s = getattr(err, "retry_after_s", None)
+    if retry_after_s is not None:
+        metadata = (("retry-after-s", f"{retry_after_s:g}"),)
+    await context.abort(err.grpc_code, err.message, trailing_metadata=metadata)
+
+
+async def read_request(messages: AsyncIterator) -> GenerateRequest:
+    try:
+        first = await anext(messages)
+    except StopAsyncIteration:
+        raise InvalidRequest("the stream closed before a request; send a request first") from None
+    if isinstance(first, MalformedMessage):
+        raise InvalidRequest(f"malformed protobuf ({first.reason}); send a pd.v1.DeviceMessage")
+    if first.WhichOneof("kind") != "request":
+        raise InvalidRequest("the first DeviceMessage must carry a request (handoff comes later)")
+    return request_from_proto(first.request)
+
+
+class PDServicer:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def Generate(  # noqa: N802 (gRPC method name)
+        self, messages: AsyncIterator, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.CloudMessage]:
+        try:
+            stream = self.engine.submit(await read_request(messages))
+        except PDError as err:
+            self.engine.metrics.count_rejected(err.code)
+            await abort_with(context, err)
+            return
+        reader = asyncio.create_task(self._read_handoffs(messages, stream.request_id))
+        try:
+            async for event in stream:
+                yield event_to_proto(event)
+        finally:
+            reader.cancel()
+            stream.cancel()
+
+    async def _read_handoffs(self, messages: AsyncIterator, request_id: str) -> None:
+        """Later device messages: a handoff stops the request; anything else is logged."""
+        async for msg in messages:
+            if isinstance(msg, MalformedMessage) or msg.WhichOneof("kind") != "handoff":
+                log.warning(
+                    "request %s: ignored a device message that is not a handoff", request_id
+                )
+                continue
+            try:
+                self.engine.handoff(request_id, max(0, msg.handoff.at_index))
+            except PDError as err:  # the request ended meanwhile and was forgotten
+                log.info("request %s: late handoff ignored: %s", request_id, err.message)
+
+
+def create_grpc_server(
+    engine: Engine, address: str
+) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+    """A grpc.aio server (not started) bound to ``address``, with PDService and health."""
+    server = grpc.aio.server()
+    handler = grpc.stream_stream_rpc_method_handler(
+        PDServicer(engine).Generate,
+        request_deserializer=parse_device_message,
+        response_serializer=pb.CloudMessage.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(SERVICE_NAME, {"Generate": handler}),)
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    server.add_insecure_port(address)
+    return server, health_servicer
+
+
+async def mark_serving(health_servicer: health.aio.HealthServicer) -> None:
+    for service in ("", SERVICE_NAME):
+        await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)

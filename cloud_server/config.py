@@ -1,0 +1,44 @@
+"""Cloud configuration: one frozen dataclass per component, passed down whole.
+
+``pdd serve`` flags, ``python -m cloud_server`` and tests all build a ``ServerConfig``; nothing
+reads environment variables here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """What the engine admits and how it reports overload."""
+
+    max_concurrent_requests: int = 4  # requests holding a slot (prefill or decode) at once
+    max_queue: int = 0  # requests waiting for a slot; 0 rejects at once when all slots are busy
+    max_prompt_tokens: int | None = None  # None: the model's context length minus one
+    retry_after_s: float = 1.0  # hint sent with an overload rejection (HTTP Retry-After)
+    num_recent_ids: int = 1024  # finished request ids remembered, so a late handoff is not a 404
+
+    def __post_init__(self) -> None:
+        if self.max_concurrent_requests < 1:
+            raise ValueError("max_concurrent_requests must be at least 1")
+        if self.max_queue < 0:
+            raise ValueError("max_queue must be >= 0")
+        if self.max_prompt_tokens is not None and self.max_prompt_tokens < 1:
+            raise ValueError("max_prompt_tokens must be at least 1")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """One cloud process: HTTP and gRPC over one engine."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    grpc_port: int | None = 50051  # None: no gRPC listener
+    model: str = "smollm2-135m"
+    threads: int | None = None  # torch intra-op threads; None keeps torch's default
+    device: str = "auto"  # auto | npu | cuda | cpu | a torch device string
+    dtype: str = "float32"
+    log_level: str = "info"
+    shutdown_grace_s: float = 5.0
+    engine: EngineConfig = field(default_factory=EngineConfig)

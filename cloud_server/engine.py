@@ -1,0 +1,259 @@
+"""The cloud engine: one worker thread owns the model; each step is schedule -> run -> postprocess.
+
+Handlers call ``submit`` (validates and admits at once, or raises a typed error) and then only await
+the returned ``RequestStream``; ``handoff`` and ``cancel`` ask a request to stop, which the worker
+honours at its next step, so the cloud stops within one decode step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+
+from common.clock import Clock, MonotonicClock
+from common.detokenize import Detokenizer
+from common.errors import CloudUnavailable, InvalidRequest, UnknownRequest
+from common.messages import End, EndReason, GenerateRequest, Usage
+from common.model import LoadedModel
+
+from .config import EngineConfig
+from .metrics import Metrics
+from .model_runner import ModelRunner
+from .scheduler import Scheduler, StepKind
+from .sequence import Event, Mailbox, Sequence
+from .validation import check_request, max_new_tokens_for, prompt_ids_for
+
+log = logging.getLogger(__name__)
+
+
+class RequestStream:
+    """One admitted request's events, ending with ``End``. ``cancel()`` on disconnect."""
+
+    def __init__(self, engine: Engine, seq: Sequence) -> None:
+        self._engine = engine
+        self._seq = seq
+        self.is_done = False
+
+    @property
+    def request_id(self) -> str:
+        return self._seq.request_id
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self
+
+    async def __anext__(self) -> Event:
+        if self.is_done:
+            raise StopAsyncIteration
+        event = await self._seq.mailbox.get()
+        self.is_done = isinstance(event, End)
+        return event
+
+    def cancel(self, message: str = "client disconnected") -> None:
+        """Stop the request if it is still running (no-op after its ``End``)."""
+        if not self.is_done:
+            self._engine.stop_sequence(self._seq, EndReason.CANCELLED, message)
+
+
+class Engine:
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        config: EngineConfig | None = None,
+        metrics: Metrics | None = None,
+        clock: Clock | None = None,
+        runner: ModelRunner | None = None,
+    ) -> None:
+        self.loaded = loaded
+        self.config = config or EngineConfig()
+        self.metrics = metrics or Metrics()
+        self.runner = runner or ModelRunner(loaded)
+        self.scheduler = Scheduler(self.config)
+        self._clock = clock or MonotonicClock()
+        self._cond = threading.Condition()
+        self._recent_ids: OrderedDict[str, None] = OrderedDict()
+        self._is_closed = False
+        self._thread: threading.Thread | None = None
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def start(self, warm_up: bool = True) -> None:
+        """Start the worker thread (after a warm-up forward, so the first TTFT is honest)."""
+        assert self._thread is None, "engine already started"
+        if warm_up:
+            self.runner.warm_up()
+        self._thread = threading.Thread(target=self._run, name="pdd-engine", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Refuse new requests and end the active ones with an error (does not block)."""
+        with self._cond:
+            self._is_closed = True
+            for seq in self._active():
+                seq.request_stop(EndReason.ERROR, "the cloud server is shutting down")
+            self._cond.notify_all()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """``close()`` and wait for the worker to finish its current step."""
+        self.close()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    @property
+    def num_active(self) -> int:
+        with self._cond:
+            return self.scheduler.num_active
+
+    # ---- requests (called from the event loop thread) --------------------------------------
+
+    def submit(self, request: GenerateRequest) -> RequestStream:
+        """Validate and admit ``request`` at once, or raise a ``PDError`` saying why not.
+
+        Must be called from the event loop that will consume the returned stream.
+        """
+        loop = asyncio.get_running_loop()
+        prompt_ids = prompt_ids_for(request, self.loaded)
+        check_request(request, prompt_ids, self.loaded, self.config)
+        seq = Sequence(
+            request=request,
+            prompt_ids=prompt_ids,
+            max_new_tokens=max_new_tokens_for(request),
+            mailbox=Mailbox(loop),
+            detokenizer=Detokenizer(self.loaded.tokenizer),
+            arrival_s=self._clock.now(),
+        )
+        with self._cond:
+            if self._is_closed:
+                raise CloudUnavailable("the cloud server is shutting down; finish on the device")
+            if self.scheduler.find(request.request_id) is not None:
+                raise InvalidRequest(
+                    f"request_id {request.request_id!r} is already in use; send a fresh id"
+                )
+            self.scheduler.add(seq, seq.arrival_s)
+            self.metrics.active.set(self.scheduler.num_active)
+            self._cond.notify()
+        return RequestStream(self, seq)
+
+    def handoff(self, request_id: str, at_index: int) -> str:
+        """The device shows tokens from ``at_index`` on: stop decoding this request.
+
+        Returns "stopping", or "finished" for a request that already ended (a late handoff is
+        normal: the cloud may hit its budget while the handoff is on the wire).
+        """
+        message = f"device took over at index {at_index}"
+        with self._cond:
+            seq = self.scheduler.find(request_id)
+            if seq is None:
+                if request_id in self._recent_ids:
+                    return "finished"
+                raise UnknownRequest(
+                    f"no request with id {request_id!r} is running on this server; "
+                    "send the handoff to the server that streams the request"
+                )
+            seq.request_stop(EndReason.HANDOFF, message)
+            self._cond.notify()
+        return "stopping"
+
+    def cancel(self, request_id: str, message: str = "cancelled by the client") -> bool:
+        """Stop a request by id; False when it is not running (already ended or never existed)."""
+        with self._cond:
+            seq = self.scheduler.find(request_id)
+        if seq is None:
+            return False
+        self.stop_sequence(seq, EndReason.CANCELLED, message)
+        return True
+
+    def stop_sequence(self, seq: Sequence, reason: EndReason, message: str) -> None:
+        with self._cond:
+            seq.request_stop(reason, message)
+            self._cond.notify()
+
+    # ---- the worker ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self.scheduler.has_work() and not self._is_closed:
+                    self._cond.wait()
+                if self._is_closed and not self.scheduler.has_work():
+                    return
+            try:
+                self.step()
+            except Exception:  # a bug here must not silently stop the only model thread
+                log.exception("engine step failed")
+
+    def step(self) -> None:
+        """One engine step: schedule, run the model, post-process its tokens."""
+        with self._cond:
+            step = self.scheduler.schedule(self._clock.now())
+        for seq in step.stopped:
+            assert seq.stop_reason is not None
+            self._finish(seq, seq.stop_reason, seq.stop_message)
+        if step.kind is StepKind.PREFILL:
+            self._prefill(step.seqs[0])
+        elif step.kind is StepKind.DECODE:
+            self._decode(step.seqs)
+
+    def _prefill(self, seq: Sequence) -> None:
+        seq.prefill_start_s = self._clock.now()
+        try:
+            out = self.runner.prefill(seq)
+        except Exception as err:  # a model failure ends this request, never the server
+            self._fail([seq], err)
+            return
+        seq.prefill_end_s = self._clock.now()
+        if out.keep_set is not None:
+            seq.mailbox.put(out.keep_set)  # before the first token, as the device expects
+        self.metrics.observe_first_token(
+            ttft_s=seq.prefill_end_s - seq.arrival_s, queue_s=seq.queue_s, prefill_s=seq.prefill_s
+        )
+        self._emit(seq, out.token_id)
+
+    def _decode(self, seqs: list[Sequence]) -> None:
+        try:
+            token_ids = self.runner.decode(seqs)
+        except Exception as err:
+            self._fail(seqs, err)
+            return
+        for seq, token_id in zip(seqs, token_ids, strict=True):
+            self._emit(seq, token_id)
+
+    def _emit(self, seq: Sequence, token_id: int) -> None:
+        seq.mailbox.put(seq.append_token(token_id))
+        reason = seq.natural_end(self.loaded.eos_token_ids)
+        if reason is not None:
+            self._finish(seq, reason, "")
+
+    def _fail(self, seqs: list[Sequence], err: Exception) -> None:
+        log.exception("model step failed for %d request(s)", len(seqs))
+        for seq in seqs:
+            self._finish(seq, EndReason.ERROR, f"cloud model error: {type(err).__name__}: {err}")
+
+    def _finish(self, seq: Sequence, reason: EndReason, message: str) -> None:
+        now = self._clock.now()
+        with self._cond:
+            self.scheduler.finish(seq)
+            self._remember(seq.request_id)
+            self.metrics.active.set(self.scheduler.num_active)
+        self.runner.release(seq)
+        busy_s = now - seq.admitted_s if seq.admitted_s is not None else 0.0
+        usage = Usage(
+            prompt_tokens=seq.num_prompt_tokens,
+            completion_tokens=seq.num_tokens,
+            queue_s=seq.queue_s,
+            prefill_s=seq.prefill_s,
+            busy_s=busy_s,
+        )
+        seq.mailbox.put(End(reason=reason, usage=usage, message=message))
+        self.metrics.observe_end(reason.value, seq.num_tokens, busy_s)
+
+    def _remember(self, request_id: str) -> None:
+        self._recent_ids[request_id] = None
+        while len(self._recent_ids) > self.config.num_recent_ids:
+            self._recent_ids.popitem(last=False)
+
+    def _active(self) -> list[Sequence]:
+        s = self.scheduler
+        return [*s.queued, *s.waiting, *s.running]

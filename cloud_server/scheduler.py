@@ -1,0 +1,102 @@
+"""Admission and step planning. Pure: no threads, no model; the engine calls it under its lock.
+
+Each step is either one prefill (new requests first, so TTFT stays low) or one decode round over
+every running sequence. Requests asked to stop (handoff, cancel, shutdown) leave at the next step.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from enum import Enum
+
+from common.errors import Overloaded
+
+from .config import EngineConfig
+from .sequence import Sequence, SequenceStatus
+
+
+class StepKind(str, Enum):
+    IDLE = "idle"
+    PREFILL = "prefill"
+    DECODE = "decode"
+
+
+@dataclass
+class Step:
+    kind: StepKind
+    seqs: list[Sequence] = field(default_factory=list)
+    stopped: list[Sequence] = field(default_factory=list)  # to finish with their stop_reason
+
+
+class Scheduler:
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self.queued: deque[Sequence] = deque()  # no slot yet
+        self.waiting: deque[Sequence] = deque()  # slot held, prefill pending
+        self.running: list[Sequence] = []  # slot held, decoding
+        self._by_id: dict[str, Sequence] = {}
+
+    @property
+    def num_active(self) -> int:
+        return len(self._by_id)
+
+    @property
+    def num_slots_used(self) -> int:
+        return len(self.waiting) + len(self.running)
+
+    def find(self, request_id: str) -> Sequence | None:
+        return self._by_id.get(request_id)
+
+    def has_work(self) -> bool:
+        return bool(self._by_id)
+
+    def add(self, seq: Sequence, now: float) -> None:
+        """Admit ``seq`` or raise ``Overloaded`` at once; never queue past ``max_queue``."""
+        assert seq.request_id not in self._by_id, "caller checks for duplicate ids"
+        if self.num_slots_used < self.config.max_concurrent_requests and not self.queued:
+            self._admit(seq, now)
+        elif len(self.queued) < self.config.max_queue:
+            self.queued.append(seq)
+        else:
+            raise Overloaded(
+                f"all {self.config.max_concurrent_requests} request slots are busy; "
+                f"retry after {self.config.retry_after_s:g} s or run the answer on the device",
+                retry_after_s=self.config.retry_after_s,
+            )
+        self._by_id[seq.request_id] = seq
+
+    def schedule(self, now: float) -> Step:
+        stopped = self._take_stopped()
+        while self.queued and self.num_slots_used < self.config.max_concurrent_requests:
+            self._admit(self.queued.popleft(), now)
+        if self.waiting:
+            seq = self.waiting.popleft()
+            seq.status = SequenceStatus.RUNNING
+            self.running.append(seq)
+            return Step(StepKind.PREFILL, [seq], stopped)
+        if self.running:
+            return Step(StepKind.DECODE, list(self.running), stopped)
+        return Step(StepKind.IDLE, [], stopped)
+
+    def finish(self, seq: Sequence) -> None:
+        """Release ``seq``'s slot (idempotent)."""
+        if self._by_id.pop(seq.request_id, None) is None:
+            return
+        for queue in (self.queued, self.waiting):
+            if seq in queue:
+                queue.remove(seq)
+        if seq in self.running:
+            self.running.remove(seq)
+        seq.status = SequenceStatus.FINISHED
+
+    def _admit(self, seq: Sequence, now: float) -> None:
+        seq.status = SequenceStatus.WAITING
+        seq.admitted_s = now
+        self.waiting.append(seq)
+
+    def _take_stopped(self) -> list[Sequence]:
+        stopped = [s for s in self._by_id.values() if s.stop_reason is not None]
+        for seq in stopped:
+            self.finish(seq)
+        return stopped

@@ -1,0 +1,119 @@
+"""Per-request state in the engine, and the mailbox that carries its events to the handler."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from enum import Enum, auto
+from typing import Any
+
+from common.detokenize import Detokenizer
+from common.messages import End, EndReason, FirstToken, GenerateRequest, KeepSet, Token
+
+Event = KeepSet | FirstToken | Token | End
+
+
+class Mailbox:
+    """One request's event queue: the engine thread puts, the handler's event loop gets."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+
+    def put(self, event: Event) -> None:
+        """Thread-safe; a closed loop means nobody listens any more, so the event is dropped."""
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
+
+    async def get(self) -> Event:
+        return await self._queue.get()
+
+
+class SequenceStatus(Enum):
+    QUEUED = auto()  # accepted, waiting for a free slot (only when max_queue > 0)
+    WAITING = auto()  # holds a slot, prefill not run yet
+    RUNNING = auto()  # prefilled, decoding
+    FINISHED = auto()
+
+
+@dataclass(eq=False)
+class Sequence:
+    """One request from arrival to its ``End`` event. Times are on the engine's clock."""
+
+    request: GenerateRequest
+    prompt_ids: list[int]
+    max_new_tokens: int  # first token included: min(max_tokens, 1 + cloud_tokens)
+    mailbox: Mailbox
+    detokenizer: Detokenizer
+    arrival_s: float
+    status: SequenceStatus = SequenceStatus.QUEUED
+    token_ids: list[int] = field(default_factory=list)
+    admitted_s: float | None = None
+    prefill_start_s: float | None = None
+    prefill_end_s: float | None = None
+    stop_reason: EndReason | None = None  # asked for by handoff / cancel / shutdown
+    stop_message: str = ""
+    kv: Any = None  # owned by the model runner
+
+    @property
+    def request_id(self) -> str:
+        return self.request.request_id
+
+    @property
+    def num_prompt_tokens(self) -> int:
+        return len(self.prompt_ids)
+
+    @property
+    def num_tokens(self) -> int:
+        """Answer tokens generated so far, first token included."""
+        return len(self.token_ids)
+
+    @property
+    def last_token_id(self) -> int:
+        return self.token_ids[-1]
+
+    @property
+    def last_position(self) -> int:
+        """Position of the last generated token in the prompt + answer sequence."""
+        return self.num_prompt_tokens + self.num_tokens - 1
+
+    def request_stop(self, reason: EndReason, message: str) -> None:
+        """Ask the engine to end this request at its next step; the first reason wins."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+            self.stop_message = message
+
+    def append_token(self, token_id: int) -> Token | FirstToken:
+        """Record a generated token and build its event (the first token gets its timings)."""
+        self.token_ids.append(token_id)
+        text = self.detokenizer.push(token_id)
+        if self.num_tokens > 1:
+            return Token(index=self.num_tokens - 1, token_id=token_id, text=text)
+        return FirstToken(
+            token_id=token_id,
+            text=text,
+            prompt_tokens=self.num_prompt_tokens,
+            queue_s=self.queue_s,
+            prefill_s=self.prefill_s,
+        )
+
+    def natural_end(self, eos_token_ids: frozenset[int]) -> EndReason | None:
+        """EOS beats budget: an answer that ends exactly at the budget ended by itself."""
+        if self.token_ids and self.last_token_id in eos_token_ids:
+            return EndReason.EOS
+        if self.num_tokens >= self.max_new_tokens:
+            return EndReason.BUDGET
+        return None
+
+    @property
+    def queue_s(self) -> float:
+        if self.prefill_start_s is None:
+            return 0.0
+        return self.prefill_start_s - self.arrival_s
+
+    @property
+    def prefill_s(self) -> float:
+        if self.prefill_start_s is None or self.prefill_end_s is None:
+            return 0.0
+        return self.prefill_end_s - self.prefill_start_s

@@ -1,0 +1,86 @@
+"""One cloud process: uvicorn (HTTP) and grpc.aio on one asyncio loop over one engine.
+
+SIGTERM / SIGINT: the engine stops admitting and ends active requests (their streams get an
+``End`` with reason error, so devices finish locally), gRPC health turns NOT_SERVING, both
+listeners drain within ``shutdown_grace_s``, then the worker thread is joined.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Iterator
+
+import uvicorn
+
+from common.model import load_model
+from common.platform import select_platform, set_threads
+
+from .app_grpc import create_grpc_server, mark_serving
+from .app_http import create_http_app
+from .config import ServerConfig
+from .engine import Engine
+
+log = logging.getLogger(__name__)
+
+
+class _HttpServer(uvicorn.Server):
+    """uvicorn without its own signal handlers: ``serve`` owns shutdown for both listeners."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def build_engine(config: ServerConfig) -> Engine:
+    set_threads(config.threads)
+    loaded = load_model(config.model, select_platform(config.device), config.dtype)
+    log.info(
+        "model %s loaded on %s (fingerprint %s)",
+        loaded.name,
+        loaded.platform.name,
+        loaded.fingerprint,
+    )
+    return Engine(loaded, config.engine)
+
+
+async def serve(config: ServerConfig) -> None:
+    engine = build_engine(config)
+    engine.start()
+    http = _HttpServer(
+        uvicorn.Config(
+            create_http_app(engine),
+            host=config.host,
+            port=config.port,
+            log_level=config.log_level,
+            lifespan="off",
+            timeout_graceful_shutdown=max(1, round(config.shutdown_grace_s)),
+        )
+    )
+    grpc_server = health = None
+    if config.grpc_port is not None:
+        grpc_server, health = create_grpc_server(engine, f"{config.host}:{config.grpc_port}")
+        await grpc_server.start()
+        await mark_serving(health)
+        log.info("gRPC listening on %s:%d", config.host, config.grpc_port)
+
+    def on_signal(sig: signal.Signals) -> None:
+        log.info("received %s: shutting down", sig.name)
+        engine.close()
+        http.handle_exit(sig, None)
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        await http.serve()
+    finally:
+        engine.close()
+        if health is not None:
+            await health.enter_graceful_shutdown()
+        if grpc_server is not None:
+            await grpc_server.stop(config.shutdown_grace_s)
+        await asyncio.to_thread(engine.stop)
+        log.info("cloud server stopped")

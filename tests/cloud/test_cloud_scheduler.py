@@ -1,0 +1,85 @@
+"""The scheduler alone: admission, queueing, step order, stops. No model, no threads."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+
+from cloud_server.config import EngineConfig
+from cloud_server.scheduler import Scheduler, StepKind
+from cloud_server.sequence import Mailbox, Sequence, SequenceStatus
+from common.errors import Overloaded
+from common.messages import EndReason, GenerateRequest
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+def make_seq(loop: asyncio.AbstractEventLoop, request_id: str) -> Sequence:
+    request = GenerateRequest(
+        request_id=request_id, prompt_ids=[1, 2, 3], max_tokens=4, cloud_tokens=3
+    )
+    return Sequence(
+        request=request,
+        prompt_ids=[1, 2, 3],
+        max_new_tokens=4,
+        mailbox=Mailbox(loop),
+        detokenizer=None,  # type: ignore[arg-type]  # not used by the scheduler
+        arrival_s=0.0,
+    )
+
+
+def test_rejects_at_once_beyond_the_limit(loop):
+    sched = Scheduler(EngineConfig(max_concurrent_requests=2, retry_after_s=3.0))
+    sched.add(make_seq(loop, "a"), now=0.0)
+    sched.add(make_seq(loop, "b"), now=0.0)
+    with pytest.raises(Overloaded, match="2 request slots are busy") as info:
+        sched.add(make_seq(loop, "c"), now=0.0)
+    assert info.value.retry_after_s == 3.0
+    assert sched.num_active == 2
+
+
+def test_queued_request_gets_the_freed_slot(loop):
+    sched = Scheduler(EngineConfig(max_concurrent_requests=1, max_queue=1))
+    a, b = make_seq(loop, "a"), make_seq(loop, "b")
+    sched.add(a, now=0.0)
+    sched.add(b, now=1.0)
+    assert b.status is SequenceStatus.QUEUED
+    with pytest.raises(Overloaded):
+        sched.add(make_seq(loop, "c"), now=1.0)
+    assert sched.schedule(now=2.0).seqs == [a]
+    sched.finish(a)
+    step = sched.schedule(now=3.0)
+    assert step.kind is StepKind.PREFILL and step.seqs == [b]
+    assert b.admitted_s == 3.0
+
+
+def test_prefill_comes_before_decode(loop):
+    sched = Scheduler(EngineConfig(max_concurrent_requests=4))
+    a, b = make_seq(loop, "a"), make_seq(loop, "b")
+    sched.add(a, now=0.0)
+    assert sched.schedule(now=0.0).kind is StepKind.PREFILL
+    sched.add(b, now=0.0)
+    step = sched.schedule(now=0.0)
+    assert (step.kind, step.seqs) == (StepKind.PREFILL, [b])
+    step = sched.schedule(now=0.0)
+    assert (step.kind, step.seqs) == (StepKind.DECODE, [a, b])
+
+
+def test_stopped_request_leaves_at_the_next_step(loop):
+    sched = Scheduler(EngineConfig(max_concurrent_requests=2))
+    a, b = make_seq(loop, "a"), make_seq(loop, "b")
+    for seq in (a, b):
+        sched.add(seq, now=0.0)
+        sched.schedule(now=0.0)
+    a.request_stop(EndReason.HANDOFF, "device took over")
+    step = sched.schedule(now=1.0)
+    assert step.stopped == [a]
+    assert step.seqs == [b]
+    assert sched.find("a") is None and a.status is SequenceStatus.FINISHED
