@@ -214,6 +214,8 @@ class Answer:
         timeout = cfg.first_token_timeout_s
         try:
             self._stream = await asyncio.wait_for(open_stream(self.request, cfg), timeout)
+            if self.handoff_index is not None:
+                return  # the device took over while we were connecting: closing cancels it
             events = aiter(self._stream.events())
             while True:
                 timeout = cfg.stall_timeout_s if self._received else cfg.first_token_timeout_s
@@ -253,8 +255,8 @@ class Answer:
         return False
 
     def _cloud_failed(self, reason: str) -> None:
-        if self.handoff_index is not None or self._is_cloud_answer_done():
-            return  # after the handoff a cloud failure costs nothing
+        if self._is_cloud_answer_done() or (self.handoff_index and self._stream is not None):
+            return  # the cloud delivered its part; a failure after the handoff costs nothing
         self.fallback = reason
         self._note(f"fallback: {reason}")
         self._start_device()  # cloud-only: the device finishes the answer

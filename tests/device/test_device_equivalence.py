@@ -1,0 +1,67 @@
+"""Correctness property 1: pd, device-only and cloud-only answers are the same tokens."""
+
+from __future__ import annotations
+
+import pytest
+from device_helpers import LONG_PROMPT, SHORT_PROMPT
+
+from common.messages import SamplingParams
+
+MAX_TOKENS = 24
+
+
+@pytest.mark.parametrize("transport", ["http", "grpc"])
+@pytest.mark.parametrize("cloud_tokens", [0, 4, 200])
+def test_pd_matches_device_only(cloud_server, make_client, reference, transport, cloud_tokens):
+    """Greedy: the handoff loses and duplicates nothing, for budgets from 0 to past the answer."""
+    url = cloud_server.grpc_url if transport == "grpc" else cloud_server.http_url
+    # A device 3x slower than the cloud is still prefilling when cloud tokens arrive.
+    client = make_client(url, device_slowdown=3.0, prefill_chunk_tokens=16)
+    result = client.generate(
+        LONG_PROMPT, max_tokens=MAX_TOKENS, mode="pd", cloud_tokens=cloud_tokens
+    )
+    assert result.fallback is None
+    assert result.token_ids == reference(LONG_PROMPT, MAX_TOKENS)
+    sources = result.sources
+    # No handoff means the cloud delivered the whole answer before the device was ready.
+    m = len(result.tokens) if result.handoff_index is None else result.handoff_index
+    assert m >= 1, "the cloud's first token should be shown before the device's"
+    assert m <= cloud_tokens + 1, "the device never shows more cloud tokens than the budget"
+    # One stream: every cloud token comes before every device token.
+    assert sources[: min(m, len(sources))] == ["cloud"] * min(m, len(sources))
+    assert set(sources[m:]) <= {"device"}
+    assert [t.index for t in result.tokens] == list(range(len(result.tokens)))
+
+
+@pytest.mark.parametrize("transport", ["http", "grpc"])
+def test_cloud_only_matches_device_only(cloud_server, make_client, reference, transport):
+    url = cloud_server.grpc_url if transport == "grpc" else cloud_server.http_url
+    result = make_client(url).generate(SHORT_PROMPT, max_tokens=MAX_TOKENS, mode="cloud")
+    assert result.fallback is None
+    assert result.token_ids == reference(SHORT_PROMPT, MAX_TOKENS)
+    assert set(result.sources) == {"cloud"}
+
+
+def test_seeded_sampling_is_identical_across_the_handoff(cloud_server, make_client, reference):
+    """Token i is drawn with a generator seeded from (seed, i) on both sides."""
+    sampling = SamplingParams(temperature=0.9, top_p=0.95, top_k=50, seed=7)
+    want = reference(LONG_PROMPT, MAX_TOKENS, sampling)
+    assert want != reference(LONG_PROMPT, MAX_TOKENS), "sampling should differ from greedy"
+    client = make_client(cloud_server.http_url, device_slowdown=3.0, prefill_chunk_tokens=16)
+    pd = client.generate(
+        LONG_PROMPT, max_tokens=MAX_TOKENS, mode="pd", cloud_tokens=6, sampling=sampling
+    )
+    cloud = client.generate(LONG_PROMPT, max_tokens=MAX_TOKENS, mode="cloud", sampling=sampling)
+    assert pd.handoff_index and pd.handoff_index < MAX_TOKENS, "the test needs a real split"
+    assert pd.token_ids == want
+    assert cloud.token_ids == want
+
+
+def test_other_seed_gives_another_answer(device_only):
+    a = device_only.generate(
+        SHORT_PROMPT, max_tokens=12, mode="device", sampling=SamplingParams(temperature=1.0, seed=1)
+    )
+    b = device_only.generate(
+        SHORT_PROMPT, max_tokens=12, mode="device", sampling=SamplingParams(temperature=1.0, seed=2)
+    )
+    assert a.token_ids != b.token_ids

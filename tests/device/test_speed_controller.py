@@ -1,0 +1,84 @@
+"""SpeedController with a FakeClock: pacing bounds and the switch to the device's own tokens."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from common.clock import FakeClock
+from device_client.speed_controller import (
+    Action,
+    DeviceProgress,
+    PacingConfig,
+    SpeedController,
+)
+
+PACING = PacingConfig(
+    min_interval_s=0.05, max_interval_s=0.2, decode_interval_s=0.05, prefill_rate_tok_s=100.0
+)
+
+
+def _drain(ctrl, clock, num_tokens, progress_at) -> list[float]:
+    """Show ``num_tokens`` buffered tokens, sleeping exactly as told; return the show times."""
+    shown: list[float] = []
+    while len(shown) < num_tokens:
+        left = num_tokens - len(shown)
+        decision = ctrl.decide(clock.now(), left, left, progress_at(clock.now()))
+        if decision.action is Action.SHOW:
+            ctrl.on_shown(clock.now())
+            shown.append(clock.now())
+        else:
+            assert math.isfinite(decision.wait_s), "a buffered token must never wait forever"
+            clock.advance(decision.wait_s)
+    return shown
+
+
+def test_no_gap_exceeds_max_interval_while_a_token_is_buffered():
+    clock, ctrl = FakeClock(), SpeedController(PACING)
+    far = DeviceProgress(prompt_total=10_000, prompt_done=0)  # own token ~100 s away
+    shown = _drain(ctrl, clock, 12, lambda now: far)
+    gaps = [b - a for a, b in zip(shown, shown[1:], strict=False)]
+    assert shown[0] == 0.0  # the first token goes out at once
+    assert max(gaps) == pytest.approx(PACING.max_interval_s)
+
+
+def test_many_tokens_and_a_near_device_go_at_min_interval():
+    clock, ctrl = FakeClock(), SpeedController(PACING)
+    near = DeviceProgress(prompt_total=100, prompt_done=99)
+    shown = _drain(ctrl, clock, 30, lambda now: near)
+    gaps = [b - a for a, b in zip(shown, shown[1:], strict=False)]
+    assert min(gaps) == pytest.approx(PACING.min_interval_s)
+
+
+def test_tokens_are_stretched_until_the_device_token():
+    clock, ctrl = FakeClock(), SpeedController(PACING)
+    progress = DeviceProgress(prompt_total=100, prompt_done=0)  # T̂own = 1 s + τd
+    ctrl.on_shown(clock.now())
+    decision = ctrl.decide(0.0, 9, 9, progress)
+    assert decision.action is Action.WAIT
+    assert decision.wait_s == pytest.approx((100 / 100.0 + 0.05) / 9)
+
+
+def test_nothing_buffered_waits_for_input():
+    ctrl = SpeedController(PACING)
+    decision = ctrl.decide(0.0, 0, 5, DeviceProgress(prompt_total=10, prompt_done=0))
+    assert (decision.action, decision.wait_s) == (Action.WAIT, math.inf)
+
+
+def test_device_token_goes_out_at_the_first_release_instant_after_it_is_ready():
+    clock, ctrl = FakeClock(), SpeedController(PACING)
+    ctrl.on_shown(clock.now())  # last cloud token at t = 0
+    decoding = DeviceProgress(prompt_total=10, prompt_done=10, is_decoding=True)
+    clock.set(0.01)  # the device's own token is ready, Δmin not yet over
+    decision = ctrl.decide(clock.now(), 1, 1, decoding)
+    assert decision.action is Action.WAIT
+    assert decision.wait_s == pytest.approx(PACING.min_interval_s - 0.01)
+    clock.advance(decision.wait_s)
+    assert ctrl.decide(clock.now(), 1, 1, decoding).action is Action.SHOW
+    assert clock.now() == pytest.approx(PACING.min_interval_s)
+
+
+def test_bad_pacing_bounds_are_rejected():
+    with pytest.raises(ValueError, match="min_interval_s <= max_interval_s"):
+        PacingConfig(min_interval_s=0.3, max_interval_s=0.2, decode_interval_s=0.05)
