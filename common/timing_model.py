@@ -209,11 +209,17 @@ def absorb_time(num_shown: int, context: int, device: DeviceProfile) -> float:
 
 
 def catch_up_time(
-    prompt_len: int, refine_ratio: float, num_shown: int, device: DeviceProfile
+    prompt_len: int,
+    refine_ratio: float,
+    num_absorbed: int,
+    device: DeviceProfile,
+    keep_set_at_s: float = 0.0,
 ) -> float:
-    """Tcatch = Tpd((1-ρ)L) + absorb(m), from request start."""
+    """Tcatch = Tpd((1-ρ)L) + absorb(m), from request start: when the device's first own token
+    is ready. With ρ > 0 the keep-set arrives at ``keep_set_at_s`` (with the first token)."""
     kept = kept_prompt_len(prompt_len, refine_ratio)
-    return device.prefill.time(kept) + absorb_time(num_shown, kept, device)
+    done = prompt_done_time(prompt_len, refine_ratio, keep_set_at_s, device)
+    return done + absorb_time(num_absorbed, kept, device)
 
 
 def display_interval(
@@ -234,31 +240,29 @@ def min_safe_budget(
     return math.ceil(gap / max_interval_s) + margin
 
 
-def handoff_index(
-    ttft_s: float,
-    prompt_done_s: float,
-    interval_s: float,
-    max_interval_s: float,
-    num_cloud_tokens: int,
-    absorb: Any,
-) -> int:
-    """m predicted for a display at constant Δ: tokens shown by the time the device covers them.
+def prompt_done_time(
+    prompt_len: int, refine_ratio: float, keep_set_at_s: float, device: DeviceProfile
+) -> float:
+    """When the device's prompt prefill ends: full speed until the keep-set arrives (with the
+    first cloud token), then only the kept share of the positions not prefilled yet."""
+    full = device.prefill.time(prompt_len)
+    if refine_ratio <= 0 or keep_set_at_s >= full:
+        return full
+    done = prompt_len * max(keep_set_at_s, 0.0) / full
+    left = math.ceil((1.0 - refine_ratio) * (prompt_len - done))
+    return max(keep_set_at_s, 0.0) + left * full / prompt_len
 
-    ``absorb(k)`` is the seconds to absorb k tokens; while absorbing, the controller holds the
-    next token up to Δmax, then shows one more (which must be absorbed too).
+
+def handoff_index(
+    ttft_s: float, prompt_done_s: float, token_interval_s: float, num_cloud_tokens: int
+) -> int:
+    """m: cloud tokens received when the device's prompt prefill ends (it hands off then).
+
+    The first arrives at TTFT, the next every ``token_interval_s`` (cloud τc), at most 1 + N.
     """
-    if prompt_done_s <= ttft_s:
+    if prompt_done_s < ttft_s:
         return 0
-    shown = min(num_cloud_tokens, 1 + math.floor((prompt_done_s - ttft_s) / interval_s))
-    t = prompt_done_s + absorb(shown)
-    last_shown = ttft_s + (shown - 1) * interval_s
-    while shown < num_cloud_tokens and t > last_shown + max_interval_s:
-        last_shown += max_interval_s
-        extra = min(num_cloud_tokens, shown + 1 + math.floor((t - last_shown) / max_interval_s))
-        t += absorb(extra - shown)
-        last_shown += (extra - shown - 1) * max_interval_s
-        shown = extra
-    return shown
+    return min(num_cloud_tokens, 1 + math.floor((prompt_done_s - ttft_s) / token_interval_s))
 
 
 def cloud_busy_s(

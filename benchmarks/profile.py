@@ -1,0 +1,252 @@
+"""``pdd profile device|cloud``: measure the real model, fit the cost model, save a profile JSON.
+
+Prefill time vs prompt length (repeated: median and spread), decode time per token vs context
+length, and for the cloud the decode step time vs concurrent requests (a real batched forward of
+B sequences). A device slowdown K multiplies every measured time (a device K times slower than
+this machine). The fitted parameters and their error go into the file next to the raw medians.
+"""
+
+from __future__ import annotations
+
+import os
+import platform as host
+import random
+import statistics
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from enum import Enum
+from pathlib import Path
+
+import typer
+
+from common.timing_model import (
+    CloudProfile,
+    DeviceProfile,
+    fit_batch,
+    fit_decode,
+    fit_prefill,
+    save_profile,
+)
+
+FULL_LENGTHS = [32, 128, 256, 512, 1024]
+QUICK_LENGTHS = [16, 64, 128, 256]
+FULL_CONCURRENCY = [1, 2, 4, 8]
+QUICK_CONCURRENCY = [1, 4]
+
+
+class Target(str, Enum):
+    device = "device"
+    cloud = "cloud"
+
+
+def _random_ids(num_tokens: int, vocab_size: int, seed: int) -> list[int]:
+    rng = random.Random(seed)
+    return [rng.randrange(256, vocab_size) for _ in range(num_tokens)]
+
+
+def _timed(fn: Callable[[], object], sync: Callable[[], None]) -> float:
+    sync()
+    start = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - start
+
+
+def _summary(key: str, value: int, samples: list[float]) -> dict:
+    return {
+        key: value,
+        "median_s": statistics.median(samples),
+        "min_s": min(samples),
+        "max_s": max(samples),
+        "samples_s": samples,
+    }
+
+
+def measure_prefill(loaded, lengths: list[int], repeats: int, slowdown: float) -> list[dict]:
+    """One forward over L fresh tokens into an empty cache, ``repeats`` times per length."""
+    from common.forward import forward_tokens, new_cache
+
+    model, vocab = loaded.model, loaded.model.config.vocab_size
+    sync = loaded.platform.synchronize
+    forward_tokens(model, [1, 2, 3], [0, 1, 2], new_cache(model))  # warm-up
+    rows = []
+    for length in lengths:
+        ids, positions = _random_ids(length, vocab, seed=length), list(range(length))
+
+        def run(ids: list[int] = ids, positions: list[int] = positions) -> None:
+            forward_tokens(model, ids, positions, new_cache(model))
+
+        samples = [slowdown * _timed(run, sync) for _ in range(repeats)]
+        rows.append(_summary("length", length, samples))
+    return rows
+
+
+def measure_decode(loaded, contexts: list[int], num_steps: int, slowdown: float) -> list[dict]:
+    """Per-token decode time after a context of ``ctx`` tokens (batch 1)."""
+    from common.forward import forward_tokens, new_cache
+
+    model, vocab = loaded.model, loaded.model.config.vocab_size
+    sync = loaded.platform.synchronize
+    rows = []
+    for ctx in contexts:
+        cache = new_cache(model)
+        forward_tokens(model, _random_ids(ctx, vocab, seed=ctx), list(range(ctx)), cache)
+        samples = []
+        for step in range(num_steps):
+            pos = ctx + step
+            samples.append(
+                slowdown * _timed(lambda: forward_tokens(model, [1000 + step], [pos], cache), sync)  # noqa: B023
+            )
+        rows.append(_summary("context", ctx, samples))
+    return rows
+
+
+def measure_batch_decode(
+    loaded, levels: list[int], context: int, num_steps: int, slowdown: float
+) -> list[dict]:
+    """Decode step time for B concurrent requests: one batched forward of B sequences."""
+    import torch
+
+    from common.forward import new_cache
+
+    with torch.inference_mode():
+        return [
+            _batch_row(loaded, b, context, num_steps, slowdown, new_cache(loaded.model))
+            for b in levels
+        ]
+
+
+def _batch_row(loaded, batch: int, context: int, num_steps: int, slowdown: float, cache) -> dict:
+    import torch
+
+    model, vocab = loaded.model, loaded.model.config.vocab_size
+    device, sync = loaded.model.device, loaded.platform.synchronize
+    prompt = torch.tensor([_random_ids(context, vocab, seed=b) for b in range(batch)])
+    model(
+        input_ids=prompt.to(device),  # [B, ctx]
+        attention_mask=torch.ones(batch, context, dtype=torch.long, device=device),
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    samples = []
+    for step in range(num_steps):
+        width = context + step + 1
+
+        def one_step(width: int = width) -> None:
+            model(
+                input_ids=torch.full((batch, 1), 1000, device=device),  # [B, 1]
+                position_ids=torch.full((batch, 1), width - 1, device=device),
+                attention_mask=torch.ones(batch, width, dtype=torch.long, device=device),
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+
+        samples.append(slowdown * _timed(one_step, sync))
+    return _summary("concurrency", batch, samples)
+
+
+def _meta(loaded, target: str, threads: int, slowdown: float, name: str | None) -> dict:
+    import torch
+    import transformers
+
+    return {
+        "name": name or f"{target}-x{slowdown:g}",
+        "target": target,
+        "machine": f"{host.node()} {host.machine()} {host.processor() or ''}".strip(),
+        "cpu_count": os.cpu_count(),
+        "model": loaded.name,
+        "model_fingerprint": loaded.fingerprint,
+        "platform": loaded.platform.name,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "threads": threads,
+        "slowdown": slowdown,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _medians(rows: list[dict], key: str) -> tuple[list[float], list[float]]:
+    return [float(r[key]) for r in rows], [r["median_s"] for r in rows]
+
+
+def build_profile(
+    loaded,
+    target: Target,
+    lengths: list[int],
+    repeats: int,
+    slowdown: float,
+    threads: int,
+    name: str | None = None,
+    levels: list[int] | None = None,
+) -> DeviceProfile | CloudProfile:
+    """Measure and fit; the quick path uses fewer points, never a different method."""
+    prefill_rows = measure_prefill(loaded, lengths, repeats, slowdown)
+    contexts = sorted({lengths[0], lengths[len(lengths) // 2], lengths[-1]})
+    decode_rows = measure_decode(loaded, contexts, num_steps=max(3, repeats + 1), slowdown=slowdown)
+    measurements = {"prefill": prefill_rows, "decode": decode_rows}
+    prefill = fit_prefill(*_medians(prefill_rows, "length"))
+    decode = fit_decode(*_medians(decode_rows, "context"))
+    meta = _meta(loaded, target.value, threads, slowdown, name)
+    if target is Target.device:
+        return DeviceProfile(prefill=prefill, decode=decode, meta=meta, measurements=measurements)
+    batch_rows = measure_batch_decode(
+        loaded, levels or FULL_CONCURRENCY, lengths[len(lengths) // 2], 3, slowdown
+    )
+    measurements["batch_decode"] = batch_rows
+    batch = fit_batch(*_medians(batch_rows, "concurrency"))
+    meta["concurrency_method"] = "batched forward of B equal-length sequences, one token each"
+    return CloudProfile(
+        prefill=prefill, decode=decode, batch=batch, meta=meta, measurements=measurements
+    )
+
+
+def profile_command(
+    target: Target = typer.Argument(..., help="device or cloud"),
+    output: Path = typer.Option(..., "-o", "--output", help="profile JSON to write"),
+    model: str = typer.Option("smollm2-135m", help="model alias or folder"),
+    threads: int = typer.Option(1, help="torch intra-op threads (cores are shared)"),
+    device_slowdown: float = typer.Option(1.0, help="multiply measured times by K (>= 1)"),
+    lengths: str = typer.Option("", help="comma-separated prompt lengths"),
+    repeats: int = typer.Option(3, min=1, help="runs per prompt length"),
+    name: str = typer.Option(None, help="profile name (default target-xK)"),
+    quick: bool = typer.Option(False, help="few short lengths, 2 repeats"),
+) -> None:
+    """Measure prefill/decode (and cloud concurrency) with the real model; fit the cost model."""
+    from common.model import load_model
+    from common.platform import set_threads
+
+    if device_slowdown <= 0:
+        raise typer.BadParameter("--device-slowdown must be > 0")
+    try:
+        chosen = [int(x) for x in lengths.split(",") if x.strip()] or (
+            QUICK_LENGTHS if quick else FULL_LENGTHS
+        )
+    except ValueError:
+        raise typer.BadParameter(f"--lengths must be integers, got {lengths!r}") from None
+    if len(chosen) < 2 or min(chosen) < 1:
+        raise typer.BadParameter("--lengths needs at least two positive lengths")
+    set_threads(threads)
+    loaded = load_model(model)
+    profile = build_profile(
+        loaded,
+        target,
+        sorted(chosen),
+        2 if quick else repeats,
+        device_slowdown,
+        threads,
+        name,
+        QUICK_CONCURRENCY if quick else FULL_CONCURRENCY,
+    )
+    save_profile(profile, output)
+    p, d = profile.prefill, profile.decode
+    typer.echo(
+        f"{target.value} profile -> {output}: prefill {p.a * 1e3:.1f} ms + {p.b * 1e3:.3f} ms/tok"
+        f" + {p.c * 1e6:.4f} us/tok^2 (max rel err {p.max_rel_err:.1%}); "
+        f"decode {d.d0 * 1e3:.1f} ms + {d.d1 * 1e6:.2f} us/ctx-tok"
+    )
+    if isinstance(profile, CloudProfile):
+        b = profile.batch
+        typer.echo(f"  batch step {b.e0 * 1e3:.1f} ms + {b.e1 * 1e3:.2f} ms/request")

@@ -1,0 +1,315 @@
+"""``pdd tune``: profiles in, split settings out (one bucket per prompt-length class).
+
+Per bucket (evaluated at its longest prompt, the worst case for catch-up):
+1. a device slower per token than the TPOT SLO cannot take over: cloud-only;
+2. the device alone meets the TTFT SLO: device-only (no cloud time at all);
+3. otherwise pd: the least N with no stall at the handoff (timing model + margins), for each
+   allowed refine ratio; keep the one with the least cloud busy seconds.
+Each bucket's ``reason`` names the constraint that binds; ``predictions`` (an extra top-level
+key) holds the timing model's handoff index, TTFT, max TPOT and cloud busy seconds per bucket.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import typer
+
+from benchmarks.tuning_inputs import buckets_from_trace, load_quality, parse_slo
+from common.messages import MAX_REFINE_RATIO
+from common.settings import Bucket, SplitSettings
+from common.timing_model import (
+    CloudProfile,
+    DeviceProfile,
+    NetworkProfile,
+    ProfileError,
+    catch_up_time,
+    cloud_busy_s,
+    display_interval,
+    handoff_index,
+    load_profile,
+    min_safe_budget,
+    prompt_done_time,
+    ttft_device_only,
+    ttft_pd,
+)
+
+PREFILL_SAFETY_MIN = 0.05  # at least +5% on the device prefill estimate
+DEVICE_ONLY_TTFT_S = 1.0  # without a TTFT SLO: the device alone when it answers this fast
+
+
+class InfeasibleError(ValueError):
+    """No setting meets a constraint; ``constraint`` names it (ttft, tpot, quality)."""
+
+    def __init__(self, constraint: str, message: str) -> None:
+        super().__init__(f"infeasible {constraint} constraint: {message}")
+        self.constraint = constraint
+
+
+@dataclass(frozen=True)
+class Slo:
+    ttft_s: float | None = None  # None: device-only up to DEVICE_ONLY_TTFT_S, else pd
+    tpot_s: float | None = None  # None: Δmax = τd + jitter (an invisible handoff)
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    input_lens: list[int]
+    output_len: int = 256
+    network: NetworkProfile = NetworkProfile()
+    slo: Slo = Slo()
+    quality: dict[float, float] | None = None  # refine ratio -> measured agreement
+    quality_floor: float | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    bucket: Bucket
+    prediction: dict
+
+
+def allowed_ratios(cfg: TuneConfig) -> tuple[list[float], str]:
+    """Refine ratios up to the largest whose measured quality (and every smaller one's) meets Q."""
+    if not cfg.quality or cfg.quality_floor is None:
+        return [0.0], "rho=0: no refinement quality file"
+    allowed = [0.0]
+    for ratio in sorted(cfg.quality):
+        if ratio <= 0 or ratio > MAX_REFINE_RATIO:
+            continue
+        if cfg.quality[ratio] < cfg.quality_floor:
+            break
+        allowed.append(ratio)
+    if len(allowed) == 1:
+        return allowed, f"rho=0: no measured ratio meets quality floor {cfg.quality_floor:g}"
+    top = allowed[-1]
+    return (
+        allowed,
+        f"rho<={top:g} allowed (quality {cfg.quality[top]:.3f} >= {cfg.quality_floor:g})",
+    )
+
+
+def _pacing(device: DeviceProfile, prompt_len: int, cfg: TuneConfig) -> tuple[float, float, float]:
+    """(τd, Δmin, Δmax): Δmin at the device's own rhythm, Δmax the TPOT target."""
+    tau_d = device.decode.mean_time(prompt_len, cfg.output_len)
+    hi = cfg.slo.tpot_s if cfg.slo.tpot_s is not None else tau_d + cfg.network.jitter_s
+    return tau_d, min(tau_d, hi), hi
+
+
+def _budget(
+    prompt_len: int, ratio: float, t0: float, tau_d: float, hi: float, dev: DeviceProfile, cfg
+) -> tuple[int, int]:
+    """(N, margin tokens): the least no-stall budget, Tcatch with all N+1 tokens absorbed."""
+    safety = 1.0 + max(PREFILL_SAFETY_MIN, dev.prefill.max_rel_err)
+    margin = math.ceil(cfg.network.jitter_s / hi) + 1
+    n = 0
+    for _ in range(50):  # fixed point: absorb(N+1) grows with N
+        catch = safety * catch_up_time(prompt_len, ratio, n + 1, dev, keep_set_at_s=t0)
+        nxt = min_safe_budget(t0, catch, tau_d, hi, margin)
+        if nxt <= n:
+            break
+        n = nxt
+    return n, margin
+
+
+def predict(
+    prompt_len: int, n: int, ratio: float, dev: DeviceProfile, cloud: CloudProfile, cfg
+) -> dict:
+    """What the timing model expects a live pd run of this bucket to show."""
+    tau_d, lo, hi = _pacing(dev, prompt_len, cfg)
+    t0 = ttft_pd(prompt_len, cloud, cfg.network)
+    prompt_done = prompt_done_time(prompt_len, ratio, t0, dev)
+    m = handoff_index(t0, prompt_done, cloud.tau(prompt_len), n + 1)
+    own = catch_up_time(prompt_len, ratio, m, dev, keep_set_at_s=t0)
+    delta = display_interval(t0, own, tau_d, m, lo, hi)
+    last_cloud = t0 + max(m - 1, 0) * delta
+    tail = dev.decode.time(prompt_len + cfg.output_len)
+    return {
+        "max_prompt_len": prompt_len,
+        "handoff_index": m,
+        "ttft_s": t0 if m else own,
+        "catch_up_s": own,
+        "display_interval_s": delta,
+        "max_tpot_s": max(delta if m > 1 else 0.0, own - last_cloud if m else 0.0, tail),
+        "cloud_busy_s": cloud_busy_s(prompt_len, 1 + n, cloud),
+        "cloud_only_busy_s": cloud_busy_s(prompt_len, cfg.output_len, cloud),
+    }
+
+
+def _cloud_only(L: int, dev, cloud: CloudProfile, cfg: TuneConfig, tau_d: float) -> Plan:
+    tpot = cfg.slo.tpot_s
+    tau_c = cloud.tau(L)
+    if tau_c > tpot:
+        raise InfeasibleError(
+            "tpot",
+            f"prompt<={L}: device τd {tau_d * 1e3:.0f} ms and cloud τc {tau_c * 1e3:.0f} ms "
+            f"both exceed the TPOT SLO {tpot * 1e3:.0f} ms",
+        )
+    n = cfg.output_len - 1  # 1 + N = O: the cloud sends the whole answer
+    bucket = Bucket(
+        max_prompt_len=L,
+        use_cloud=True,
+        cloud_tokens=n,
+        min_interval_s=0.0,
+        max_interval_s=tpot,
+        reason=f"cloud-only: device τd {tau_d * 1e3:.0f} ms > TPOT SLO {tpot * 1e3:.0f} ms",
+    )
+    pred = {
+        "max_prompt_len": L,
+        "handoff_index": n,
+        "ttft_s": ttft_pd(L, cloud, cfg.network),
+        "max_tpot_s": tau_c,
+        "cloud_busy_s": cloud_busy_s(L, 1 + n, cloud),
+        "cloud_only_busy_s": cloud_busy_s(L, n, cloud),
+    }
+    return Plan(bucket, pred)
+
+
+def _device_only(L: int, dev: DeviceProfile, cloud, cfg, pacing, target: float) -> Plan:
+    tau_d, lo, hi = pacing
+    ttft = ttft_device_only(L, dev)
+    what = "TTFT SLO" if cfg.slo.ttft_s is not None else "the no-SLO device-only limit"
+    reason = (
+        f"device-only: device TTFT {ttft * 1e3:.0f} ms meets {what} "
+        f"{target * 1e3:.0f} ms, so no cloud time is needed"
+    )
+    bucket = Bucket(
+        max_prompt_len=L,
+        use_cloud=False,
+        cloud_tokens=0,
+        min_interval_s=lo,
+        max_interval_s=hi,
+        reason=reason,
+    )
+    pred = {
+        "max_prompt_len": L,
+        "handoff_index": 0,
+        "ttft_s": ttft,
+        "max_tpot_s": dev.decode.time(L + cfg.output_len),
+        "cloud_busy_s": 0.0,
+        "cloud_only_busy_s": cloud_busy_s(L, cfg.output_len, cloud),
+    }
+    return Plan(bucket, pred)
+
+
+def plan_bucket(L: int, dev: DeviceProfile, cloud: CloudProfile, cfg: TuneConfig) -> Plan:
+    pacing = _pacing(dev, L, cfg)
+    tau_d, lo, hi = pacing
+    if cfg.slo.tpot_s is not None and tau_d > cfg.slo.tpot_s:
+        return _cloud_only(L, dev, cloud, cfg, tau_d)
+    device_ttft = ttft_device_only(L, dev)
+    target = cfg.slo.ttft_s if cfg.slo.ttft_s is not None else DEVICE_ONLY_TTFT_S
+    if device_ttft <= target:
+        return _device_only(L, dev, cloud, cfg, pacing, target)
+    t0 = ttft_pd(L, cloud, cfg.network)
+    if cfg.slo.ttft_s is not None and t0 > cfg.slo.ttft_s:
+        raise InfeasibleError(
+            "ttft",
+            f"prompt<={L}: TTFT SLO {cfg.slo.ttft_s * 1e3:.0f} ms is below both the device's "
+            f"{device_ttft * 1e3:.0f} ms and the cloud's {t0 * 1e3:.0f} ms (RTT "
+            f"{cfg.network.rtt_s * 1e3:.0f} ms + Tpc {cloud.prefill.time(L) * 1e3:.0f} ms)",
+        )
+    ratios, rho_reason = allowed_ratios(cfg)
+    best = None
+    for ratio in ratios:
+        n, margin = _budget(L, ratio, t0, tau_d, hi, dev, cfg)
+        busy = cloud_busy_s(L, 1 + n, cloud)
+        if best is None or busy < best[0] - 1e-12:
+            best = (busy, ratio, n, margin)
+    busy, ratio, n, margin = best
+    capped = n + 1 >= cfg.output_len
+    n = min(n, cfg.output_len - 1)
+    stall = (
+        f"N covers it only by answering all {cfg.output_len} tokens (the device never takes over)"
+        if capped
+        else f"no-stall binds: N={n} spans Tcatch+τd-TTFT at Δmax {hi * 1e3:.0f} ms "
+        f"(+{margin} margin tokens)"
+    )
+    reason = (
+        f"pd: TTFT target {target * 1e3:.0f} ms forces the cloud (device TTFT "
+        f"{device_ttft * 1e3:.0f} ms); {stall}; {rho_reason}"
+        + (f", rho={ratio:g} chosen (least cloud time)" if ratio > 0 else "")
+    )
+    bucket = Bucket(
+        max_prompt_len=L,
+        use_cloud=True,
+        cloud_tokens=n,
+        refine_ratio=ratio,
+        min_interval_s=lo,
+        max_interval_s=hi,
+        reason=reason,
+    )
+    return Plan(bucket, predict(L, n, ratio, dev, cloud, cfg))
+
+
+def tune(dev: DeviceProfile, cloud: CloudProfile, cfg: TuneConfig) -> SplitSettings:
+    if not cfg.input_lens or min(cfg.input_lens) < 1 or cfg.output_len < 2:
+        raise ValueError("need prompt lengths >= 1 and an output length >= 2")
+    plans = [plan_bucket(L, dev, cloud, cfg) for L in sorted(set(cfg.input_lens))]
+    provenance = {
+        "objective": "least cloud busy seconds per request s.t. no stall, TTFT/TPOT SLOs, quality",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "output_len": cfg.output_len,
+        "slo": asdict(cfg.slo),
+        "network": asdict(cfg.network),
+        "quality_floor": cfg.quality_floor,
+        "device_profile": {"meta": dev.meta, "prefill": asdict(dev.prefill)},
+        "cloud_profile": {"meta": cloud.meta, "prefill": asdict(cloud.prefill)},
+    }
+    return SplitSettings(
+        buckets=[p.bucket for p in plans],
+        tuner=provenance,
+        predictions=[p.prediction for p in plans],
+    )
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(2)
+
+
+def tune_command(
+    device_profile: Path = typer.Option(..., help="device profile JSON (pdd profile device)"),
+    cloud_profile: Path = typer.Option(..., help="cloud profile JSON (pdd profile cloud)"),
+    output: Path = typer.Option(..., "-o", "--output", help="settings JSON to write"),
+    rtt_ms: float = typer.Option(50.0, help="device-cloud round trip"),
+    jitter_ms: float = typer.Option(0.0, help="extra one-way delay, up to"),
+    input_lens: str = typer.Option("128,256,512,1024,2048", help="bucket prompt lengths"),
+    trace: Path = typer.Option(None, help="Mooncake JSONL trace: buckets from its lengths"),
+    output_len: int = typer.Option(None, help="answer length O (default 256, or trace median)"),
+    slo: str = typer.Option("", help="ttft:MS,tpot:MS (each optional)"),
+    quality_floor: float = typer.Option(None, help="least refinement agreement allowed"),
+    quality_file: Path = typer.Option(None, help="refine_quality.json (per-ratio agreement)"),
+) -> None:
+    """Choose N, refine ratio and pacing per prompt-length bucket from measured profiles."""
+    try:
+        dev = load_profile(device_profile, "device")
+        cloud = load_profile(cloud_profile, "cloud")
+        lens, out_len = buckets_from_trace(trace, input_lens, output_len)
+        quality = load_quality(quality_file) if quality_file else None
+        if quality is not None and quality_floor is None:
+            raise ValueError("--quality-file needs --quality-floor")
+        ttft_s, tpot_s = parse_slo(slo)
+        cfg = TuneConfig(
+            input_lens=lens,
+            output_len=out_len,
+            network=NetworkProfile(rtt_s=rtt_ms / 1e3, jitter_s=jitter_ms / 1e3),
+            slo=Slo(ttft_s=ttft_s, tpot_s=tpot_s),
+            quality=quality,
+            quality_floor=quality_floor,
+        )
+        settings = tune(dev, cloud, cfg)  # type: ignore[arg-type]
+    except (ProfileError, InfeasibleError, ValueError, OSError) as exc:
+        raise _fail(str(exc)) from None
+    settings.save(output)
+    for bucket, pred in zip(settings.buckets, settings.predictions, strict=False):  # type: ignore[attr-defined]
+        typer.echo(
+            f"L<={bucket.max_prompt_len:5d} cloud={bucket.use_cloud!s:5} N={bucket.cloud_tokens:4d}"
+            f" rho={bucket.refine_ratio:.2f} Δ=[{bucket.min_interval_s * 1e3:.0f},"
+            f"{bucket.max_interval_s * 1e3:.0f}] ms  m={pred['handoff_index']}"
+            f" TTFT={pred['ttft_s']:.2f}s cloud={pred['cloud_busy_s']:.2f}s"
+            f" (cloud-only {pred['cloud_only_busy_s']:.2f}s)\n    {bucket.reason}"
+        )
+    typer.echo(f"settings -> {output}")

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from tuner_profiles import fast_cloud, slow_device
+
+from benchmarks.sim_cloud import simulate_cloud
+from benchmarks.simulator import Fleet, poisson_workload, simulate_mode
+from benchmarks.tuner import Slo, TuneConfig, tune
+from common.timing_model import NetworkProfile
+
+
+def _fleet(settings, **kw) -> Fleet:
+    return Fleet(settings, [slow_device()], fast_cloud(), NetworkProfile(), 8, 10.0, 0.4, **kw)
+
+
+def test_zero_jitter_reproduces_the_predicted_handoff_index():
+    settings = tune(slow_device(), fast_cloud(), TuneConfig([1024], slo=Slo(ttft_s=1.0)))
+    predicted = settings.predictions[0]["handoff_index"]
+    work = poisson_workload(0.01, 50, [1024], 256, 1)  # light load: no queueing
+    result = simulate_mode("pd", work, _fleet(settings))
+    assert abs(result.mean_handoff - predicted) <= 1
+    assert result.stall_rate == 0.0
+    assert np.percentile(result.ttft, 50) == pytest.approx(
+        settings.predictions[0]["ttft_s"], rel=0.05
+    )
+
+
+def test_pd_needs_fewer_cloud_seconds_than_cloud_only():
+    settings = tune(slow_device(), fast_cloud(), TuneConfig([256, 1024], slo=Slo(ttft_s=1.0)))
+    work = poisson_workload(0.5, 400, [256, 1024], 256, 1)
+    pd = simulate_mode("pd", work, _fleet(settings))
+    cloud_only = simulate_mode("cloud-only", work, _fleet(settings))
+    assert pd.cloud_busy_s < cloud_only.cloud_busy_s / 2
+    assert simulate_mode("device-only", work, _fleet(settings)).cloud_busy_s == 0.0
+
+
+def test_cloud_slots_queue_requests_in_order():
+    # Two requests at once on one slot: the second waits for the first to finish.
+    run = simulate_cloud(np.zeros(2), np.array([100, 100]), np.array([11, 11]), fast_cloud(), 1)
+    prefill = 0.01 + 0.05
+    step = 0.015 + 0.005  # B = 1
+    assert run.first_token_at[0] == pytest.approx(prefill)
+    assert run.decode_end_at[0] == pytest.approx(prefill + 10 * step)
+    assert run.first_token_at[1] == pytest.approx(2 * prefill + 10 * step)
+    assert run.busy_s[0] == pytest.approx(prefill + 10 * step)

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from tuner_profiles import fast_cloud, slow_device
+
+from common.timing_model import (
+    ProfileError,
+    catch_up_time,
+    cloud_gain,
+    fit_batch,
+    fit_decode,
+    fit_prefill,
+    handoff_index,
+    load_profile,
+    min_safe_budget,
+    save_profile,
+)
+
+
+def test_prefill_fit_recovers_known_parameters():
+    lengths = [16, 64, 256, 512, 1024, 2048]
+    times = [0.03 + 0.002 * x + 4e-7 * x * x for x in lengths]
+    cost = fit_prefill(lengths, times)
+    assert cost.a == pytest.approx(0.03, rel=1e-6)
+    assert cost.b == pytest.approx(0.002, rel=1e-6)
+    assert cost.c == pytest.approx(4e-7, rel=1e-6)
+    assert cost.max_rel_err < 1e-9
+
+
+def test_fit_keeps_coefficients_non_negative_and_reports_error():
+    # Concave data: an unconstrained quadratic would go negative in c.
+    lengths = [100, 200, 400, 800]
+    times = [0.10, 0.19, 0.33, 0.55]
+    cost = fit_prefill(lengths, times)
+    assert min(cost.a, cost.b, cost.c) >= 0
+    assert 0 < cost.max_rel_err < 0.2
+
+
+def test_decode_and_batch_fits_are_linear():
+    dec = fit_decode([64, 512, 2048], [0.06 + 1e-5 * c for c in (64, 512, 2048)])
+    assert dec.d1 == pytest.approx(1e-5, rel=1e-6)
+    batch = fit_batch([1, 2, 4, 8], [0.03 + 0.01 * b for b in (1, 2, 4, 8)])
+    assert (batch.e0, batch.e1) == pytest.approx((0.03, 0.01), rel=1e-6)
+    assert batch.share_per_token(8) == pytest.approx(0.11 / 8)
+
+
+def test_budget_and_handoff_follow_the_formulas():
+    dev = slow_device()
+    catch = catch_up_time(1000, 0.0, 20, dev)  # Tpd(1000) + absorb(20)
+    assert catch == pytest.approx(0.02 + 10.0 + 0.02 + 0.2)
+    assert min_safe_budget(ttft_s=1.0, catch_up_s=catch, tau_d=0.25, max_interval_s=0.25) == 38
+    assert min_safe_budget(ttft_s=20.0, catch_up_s=catch, tau_d=0.25, max_interval_s=0.25) == 0
+    # received at prompt end: first at 1.0 s, then every 0.1 s, at most 1 + N
+    assert handoff_index(1.0, 2.05, 0.1, 50) == 11
+    assert handoff_index(1.0, 9.0, 0.1, 21) == 21
+    assert handoff_index(1.0, 0.5, 0.1, 21) == 0
+
+
+def test_refinement_shortens_catch_up_after_the_keep_set():
+    dev = slow_device()
+    full = catch_up_time(1000, 0.0, 0, dev)
+    early = catch_up_time(1000, 0.5, 0, dev, keep_set_at_s=0.0)
+    late = catch_up_time(1000, 0.5, 0, dev, keep_set_at_s=2.0)
+    assert early < late < full
+
+
+def test_gain_is_the_busy_ratio():
+    cloud = fast_cloud()
+    assert cloud_gain(512, 20, 300, cloud) > cloud_gain(512, 60, 300, cloud) > 1.0
+
+
+def test_profile_round_trip_and_clear_errors(tmp_path):
+    path = tmp_path / "d.json"
+    save_profile(slow_device(), path)
+    assert load_profile(path, "device").prefill.b == 0.01
+    with pytest.raises(ProfileError, match="expected a cloud profile"):
+        load_profile(path, "cloud")
+    with pytest.raises(ProfileError, match="file not found"):
+        load_profile(tmp_path / "missing.json", "device")
+    path.write_text("{not json")
+    with pytest.raises(ProfileError, match="not readable JSON"):
+        load_profile(path, "device")
+    path.write_text(json.dumps({"kind": "device", "prefill": {"a": 0, "b": 0.01}}))
+    with pytest.raises(ProfileError, match="missing object 'decode'"):
+        load_profile(path, "device")
+    path.write_text(
+        json.dumps({"kind": "device", "prefill": {"a": 0, "b": -1}, "decode": {"d0": 1}})
+    )
+    with pytest.raises(ProfileError, match=">= 0"):
+        load_profile(path, "device")
