@@ -21,7 +21,9 @@ from common.messages import GenerateRequest
 from common.proto import pd_pb2 as pb
 from common.wire import event_to_proto, request_from_proto
 
+from .config import SecurityConfig
 from .engine import Engine
+from .security import check_bearer
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +63,23 @@ async def read_request(messages: AsyncIterator) -> GenerateRequest:
     return request_from_proto(first.request)
 
 
+def authorization_of(context: grpc.aio.ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key.lower() == "authorization":
+            return value
+    return None
+
+
 class PDServicer:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, security: SecurityConfig) -> None:
         self.engine = engine
+        self.security = security
 
     async def Generate(  # noqa: N802 (gRPC method name)
         self, messages: AsyncIterator, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.CloudMessage]:
         try:
+            check_bearer(self.security.api_keys, authorization_of(context))
             stream = self.engine.submit(await read_request(messages))
         except PDError as err:
             self.engine.metrics.count_rejected(err.code)
@@ -97,12 +108,13 @@ class PDServicer:
 
 
 def create_grpc_server(
-    engine: Engine, address: str
+    engine: Engine, address: str, security: SecurityConfig | None = None
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
-    """A grpc.aio server (not started) bound to ``address``, with PDService and health."""
-    server = grpc.aio.server()
+    """A grpc.aio server (not started) bound to ``address``, with PDService and health (open)."""
+    security = security or SecurityConfig()
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", security.max_body_bytes)])
     handler = grpc.stream_stream_rpc_method_handler(
-        PDServicer(engine).Generate,
+        PDServicer(engine, security).Generate,
         request_deserializer=parse_device_message,
         response_serializer=pb.CloudMessage.SerializeToString,
     )

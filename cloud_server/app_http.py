@@ -1,7 +1,8 @@
 """HTTP transport: FastAPI over the engine. The pd stream is Server-Sent Events.
 
 Routes: ``POST /v1/pd/generate`` (SSE: keep_set? first_token token* end),
-``POST /v1/pd/requests/{request_id}/handoff``, ``GET /health``, ``GET /metrics``.
+``POST /v1/pd/requests/{request_id}/handoff``, ``GET /v1/pd/settings`` (the operator's
+``SplitSettings``), the OpenAI API (``openai_api``), ``GET /health``, ``GET /metrics``.
 """
 
 from __future__ import annotations
@@ -18,22 +19,18 @@ from sse_starlette import EventSourceResponse
 
 from common.errors import InvalidRequest, PDError
 from common.messages import GenerateRequest, Handoff
+from common.settings import SplitSettings
 from common.wire import validation_message
 
+from .config import SecurityConfig
 from .engine import Engine, RequestStream
+from .http_errors import NotConfigured, error_response
+from .openai_api import add_openai_routes
+from .security import SecurityMiddleware
 
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
-
-
-def error_response(err: PDError) -> JSONResponse:
-    """The one place a ``PDError`` becomes an HTTP response."""
-    headers = {}
-    retry_after_s = getattr(err, "retry_after_s", None)
-    if retry_after_s is not None:
-        headers["Retry-After"] = str(max(1, round(retry_after_s)))
-    return JSONResponse(err.to_dict(), status_code=err.http_status, headers=headers)
 
 
 def parse_body(model: type[M], body: bytes) -> M:
@@ -53,9 +50,15 @@ async def sse_events(stream: RequestStream) -> AsyncIterator[dict]:
         stream.cancel()
 
 
-def create_http_app(engine: Engine) -> FastAPI:
+def create_http_app(
+    engine: Engine,
+    security: SecurityConfig | None = None,
+    settings: SplitSettings | None = None,
+) -> FastAPI:
     app = FastAPI(title="pd-device cloud", docs_url=None, redoc_url=None)
+    app.add_middleware(SecurityMiddleware, config=security or SecurityConfig())
     _add_error_handlers(app)
+    add_openai_routes(app, engine)
 
     @app.post("/v1/pd/generate")
     async def generate(request: Request) -> EventSourceResponse:
@@ -71,6 +74,12 @@ def create_http_app(engine: Engine) -> FastAPI:
         body = parse_body(Handoff, await request.body())
         status = engine.handoff(request_id, body.at_index)
         return {"request_id": request_id, "status": status}
+
+    @app.get("/v1/pd/settings")
+    async def split_settings() -> dict:
+        if settings is None:
+            raise NotConfigured("this server has no --settings; use the device's own defaults")
+        return settings.model_dump(mode="json")
 
     @app.get("/health")
     async def health() -> dict:

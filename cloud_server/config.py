@@ -29,6 +29,18 @@ class EngineConfig:
 
 
 @dataclass(frozen=True)
+class SecurityConfig:
+    """API keys and request limits; shared by ``pdd serve`` and ``pdd gateway``."""
+
+    api_keys: frozenset[str] = field(default=frozenset(), repr=False)  # empty: auth off
+    max_body_bytes: int = 1 << 20  # larger request bodies get HTTP 413 before any parsing
+
+    def __post_init__(self) -> None:
+        if self.max_body_bytes < 1:
+            raise ValueError("max_body_bytes must be at least 1")
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     """One cloud process: HTTP and gRPC over one engine."""
 
@@ -42,3 +54,5 @@ class ServerConfig:
     log_level: str = "info"
     shutdown_grace_s: float = 5.0
     engine: EngineConfig = field(default_factory=EngineConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+    settings_path: str | None = None  # SplitSettings JSON served at GET /v1/pd/settings

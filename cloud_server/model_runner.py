@@ -1,7 +1,8 @@
 """The model seam: prefill one sequence, decode a round of sequences.
 
-This runner keeps one KV cache per sequence and decodes them one forward each; a batched runner
-(issue 6) replaces ``decode`` without touching the engine.
+Prefill runs per request into the request's own cache (refinement hooks see one prompt). Decode
+runs every running sequence in one forward through ``DecodeBatch``; sampling stays per row with
+``sample_token(logits, params, index)``, so a batched answer equals the unbatched one.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from common.messages import KeepSet
 from common.model import LoadedModel
 from common.sampling import sample_token
 
+from .decode_batch import DecodeBatch
 from .refine import Refiner
 from .sequence import Sequence
 
@@ -27,6 +29,7 @@ class ModelRunner:
     def __init__(self, loaded: LoadedModel) -> None:
         self.loaded = loaded
         self.refiner = Refiner(loaded.model, tokenizer=loaded.tokenizer)
+        self.batch = DecodeBatch(loaded.model)
 
     def prefill(self, seq: Sequence) -> PrefillOutput:
         """Fill ``seq``'s cache with its prompt and sample the first token."""
@@ -46,13 +49,15 @@ class ModelRunner:
         return PrefillOutput(token_id=token_id, keep_set=keep_set)
 
     def decode(self, seqs: list[Sequence]) -> list[int]:
-        """One next token for each sequence, in order (one forward per sequence for now)."""
-        model = self.loaded.model
-        next_ids = []
-        for seq in seqs:
-            logits = forward_tokens(model, [seq.last_token_id], [seq.last_position], seq.kv)
-            next_ids.append(sample_token(logits, seq.request.sampling, index=seq.num_tokens))
-        return next_ids
+        """One next token for each sequence, in order, from one batched forward."""
+        self.batch.sync(seqs)
+        logits = self.batch.forward()  # [B, vocab], rows in self.batch.seqs order
+        self.loaded.platform.synchronize()
+        by_seq = {
+            seq: sample_token(row, seq.request.sampling, index=seq.num_tokens)
+            for seq, row in zip(self.batch.seqs, logits, strict=True)
+        }
+        return [by_seq[seq] for seq in seqs]
 
     def warm_up(self) -> None:
         """One tiny prefill and decode, so the first request does not pay for lazy init."""
@@ -62,4 +67,6 @@ class ModelRunner:
         self.loaded.platform.synchronize()
 
     def release(self, seq: Sequence) -> None:
+        """Free ``seq``'s KV, its own cache or its batch row (the other rows are untouched)."""
+        self.batch.remove([seq])
         seq.kv = None

@@ -17,6 +17,7 @@ import uvicorn
 
 from common.model import load_model
 from common.platform import select_platform, set_threads
+from common.settings import SplitSettings
 
 from .app_grpc import create_grpc_server, mark_serving
 from .app_http import create_http_app
@@ -47,11 +48,12 @@ def build_engine(config: ServerConfig) -> Engine:
 
 
 async def serve(config: ServerConfig) -> None:
+    settings = SplitSettings.load(config.settings_path) if config.settings_path else None
     engine = build_engine(config)
     engine.start()
     http = _HttpServer(
         uvicorn.Config(
-            create_http_app(engine),
+            create_http_app(engine, config.security, settings),
             host=config.host,
             port=config.port,
             log_level=config.log_level,
@@ -61,7 +63,9 @@ async def serve(config: ServerConfig) -> None:
     )
     grpc_server = health = None
     if config.grpc_port is not None:
-        grpc_server, health = create_grpc_server(engine, f"{config.host}:{config.grpc_port}")
+        grpc_server, health = create_grpc_server(
+            engine, f"{config.host}:{config.grpc_port}", config.security
+        )
         await grpc_server.start()
         await mark_serving(health)
         log.info("gRPC listening on %s:%d", config.host, config.grpc_port)

@@ -39,6 +39,7 @@ class ClientConfig:
     stall_timeout_s: float = 2.0  # longest silence from the cloud before finishing locally
     settings: SplitSettings = field(default_factory=default_settings)
     network: NetworkEmulation = NetworkEmulation()
+    api_key: str | None = field(default=None, repr=False)  # sent as "Authorization: Bearer KEY"
 
     def __post_init__(self) -> None:
         if self.cloud_url is not None:

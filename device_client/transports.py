@@ -71,7 +71,7 @@ def _http_error(resp: httpx.Response) -> PDError:
 async def _open_http(url: str, request: GenerateRequest, config: ClientConfig) -> HttpStream:
     # Read timeouts live in the answer loop (first-token vs stall); here only connecting is bounded.
     timeout = httpx.Timeout(None, connect=config.connect_timeout_s)
-    client = httpx.AsyncClient(base_url=url, timeout=timeout)
+    client = httpx.AsyncClient(base_url=url, timeout=timeout, headers=_auth_headers(config))
     try:
         http_request = client.build_request(
             "POST", "/v1/pd/generate", json=request.model_dump(mode="json")
@@ -85,6 +85,10 @@ async def _open_http(url: str, request: GenerateRequest, config: ClientConfig) -
         await client.aclose()
         raise _http_error(response)
     return HttpStream(client, response, request.request_id)
+
+
+def _auth_headers(config: ClientConfig) -> dict[str, str]:
+    return {"authorization": f"Bearer {config.api_key}"} if config.api_key else {}
 
 
 _GRPC_ERRORS = {
@@ -134,7 +138,8 @@ async def _open_grpc(url: str, request: GenerateRequest, config: ClientConfig) -
     except TimeoutError:
         await channel.close()
         raise CloudUnavailable(f"cloud unreachable at {url}: no connection") from None
-    call = pd_pb2_grpc.PDServiceStub(channel).Generate()
+    metadata = tuple(_auth_headers(config).items()) or None
+    call = pd_pb2_grpc.PDServiceStub(channel).Generate(metadata=metadata)
     try:
         await call.write(request_to_proto(request))
         # Admission errors arrive as the stream's status before any event.

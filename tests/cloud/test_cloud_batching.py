@@ -1,0 +1,113 @@
+"""Batched decode on the real model: concurrent requests give exactly the tokens each gives alone."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from cloud_server.config import EngineConfig
+from cloud_server.engine import Engine
+from common.messages import EndReason, FirstToken, GenerateRequest, SamplingParams, Token
+
+PROMPTS = [
+    "Once upon a time",
+    "The capital of France is a city where",
+    "In 1969, the first people to walk on",
+    "Water boils at",
+]
+
+
+def make_request(prompt: str, **fields) -> GenerateRequest:
+    defaults = {"prompt": prompt, "raw": True, "max_tokens": 12, "cloud_tokens": 11}
+    return GenerateRequest(**(defaults | fields))
+
+
+def token_ids(events: list) -> list[int]:
+    return [e.token_id for e in events if isinstance(e, FirstToken | Token)]
+
+
+async def collect(stream) -> list:
+    return [event async for event in stream]
+
+
+def drive(engine: Engine) -> None:
+    while engine.num_active:
+        engine.step()
+
+
+def run_alone(engine: Engine, request: GenerateRequest) -> list[int]:
+    async def body() -> list[int]:
+        stream = engine.submit(request)
+        drive(engine)
+        return token_ids(await collect(stream))
+
+    return asyncio.run(body())
+
+
+@pytest.fixture
+def engine(loaded_model) -> Engine:
+    return Engine(loaded_model, EngineConfig(max_concurrent_requests=4))
+
+
+def requests() -> list[GenerateRequest]:
+    seeded = SamplingParams(temperature=0.8, top_p=0.9, seed=7)
+    return [
+        make_request(PROMPTS[0]),
+        make_request(PROMPTS[1]),
+        make_request(PROMPTS[2], max_tokens=6, cloud_tokens=5),  # leaves early
+        make_request(PROMPTS[3], sampling=seeded),  # seeded sampling, per row
+    ]
+
+
+def test_concurrent_requests_match_each_alone_with_staggered_joins(engine):
+    alone = [run_alone(engine, r) for r in requests()]
+
+    async def body() -> list[list[int]]:
+        reqs = requests()
+        streams = [engine.submit(reqs[0]), engine.submit(reqs[1])]
+        for _ in range(5):  # two prefills, then decode rounds before the others join
+            engine.step()
+        streams += [engine.submit(reqs[2]), engine.submit(reqs[3])]
+        drive(engine)
+        return [token_ids(await collect(s)) for s in streams]
+
+    together = asyncio.run(body())
+    assert together == alone
+    assert engine.runner.batch.num_rows == 0, "every row left the batch"
+
+
+def test_handoff_removes_one_row_without_disturbing_the_others(engine):
+    alone = [run_alone(engine, make_request(p)) for p in PROMPTS[:3]]
+
+    async def body() -> list[list]:
+        streams = [engine.submit(make_request(p)) for p in PROMPTS[:3]]
+        for _ in range(6):  # three prefills, three batched decode rounds
+            engine.step()
+        assert engine.runner.batch.num_rows == 3
+        engine.handoff(streams[1].request_id, at_index=4)
+        drive(engine)
+        return [await collect(s) for s in streams]
+
+    events = asyncio.run(body())
+    assert token_ids(events[0]) == alone[0]
+    assert token_ids(events[2]) == alone[2]
+    handed = token_ids(events[1])
+    assert events[1][-1].reason is EndReason.HANDOFF
+    assert 1 < len(handed) < len(alone[1]) and handed == alone[1][: len(handed)]
+
+
+def test_batch_length_shrinks_after_long_row_leaves(engine):
+    async def body() -> tuple[int, int]:
+        long_prompt = " ".join(["word"] * 40)
+        engine.submit(make_request(long_prompt, max_tokens=3, cloud_tokens=2))
+        engine.submit(make_request(PROMPTS[3], max_tokens=8, cloud_tokens=7))
+        for _ in range(3):  # two prefills, one decode round: both rows, padded to the long one
+            engine.step()
+        before = engine.runner.batch.length
+        for _ in range(2):  # the long request ends; the next round has one short row
+            engine.step()
+        return before, engine.runner.batch.length
+
+    before, after = asyncio.run(body())
+    assert after < before - 30, "leading padding columns were trimmed"

@@ -1,0 +1,112 @@
+"""API keys, request limits and operator settings on a real server (HTTP and gRPC)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import httpx
+import pytest
+from cloud_clients import story
+from conftest import API_KEY, MAX_BODY_BYTES, SETTINGS
+
+from common.errors import Unauthorized
+from common.messages import End, FirstToken, GenerateRequest
+from common.settings import SplitSettings
+from device_client.config import ClientConfig
+from device_client.transports import open_stream
+
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer nope"}, {"Authorization": API_KEY}],
+    ids=["missing", "wrong", "no-bearer-scheme"],
+)
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/v1/pd/generate"),
+        ("POST", "/v1/pd/requests/x/handoff"),
+        ("GET", "/v1/pd/settings"),
+        ("GET", "/v1/models"),
+        ("POST", "/v1/chat/completions"),
+    ],
+)
+def test_every_api_endpoint_needs_a_valid_key(secured_cloud, headers, method, path):
+    resp = httpx.request(method, secured_cloud.http_url + path, headers=headers, json=story())
+    assert resp.status_code == 401
+    error = resp.json()["error"]
+    assert error["code"] == "unauthorized" and "Authorization: Bearer" in error["message"]
+
+
+def test_health_and_metrics_stay_open(secured_cloud):
+    assert httpx.get(secured_cloud.http_url + "/health").status_code == 200
+    assert "pdd_active_requests" in httpx.get(secured_cloud.http_url + "/metrics").text
+
+
+def test_every_key_in_the_file_works_and_settings_are_served(secured_cloud):
+    for key in (API_KEY, "other-key"):
+        resp = httpx.get(
+            secured_cloud.http_url + "/v1/pd/settings", headers={"Authorization": f"Bearer {key}"}
+        )
+        assert resp.status_code == 200
+        assert SplitSettings.model_validate(resp.json()) == SplitSettings.load(SETTINGS)
+
+
+def test_body_over_the_limit_is_413_before_parsing(secured_cloud):
+    body = story(prompt="word " * MAX_BODY_BYTES)
+    resp = httpx.post(secured_cloud.http_url + "/v1/pd/generate", headers=AUTH, json=body)
+    assert resp.status_code == 413 and resp.json()["error"]["code"] == "request_too_large"
+
+    def chunks():  # no Content-Length: the cap counts streamed bytes too
+        yield b'{"prompt": "'
+        for _ in range(MAX_BODY_BYTES // 100 + 1):
+            yield b"x" * 100
+
+    resp = httpx.post(secured_cloud.http_url + "/v1/pd/generate", headers=AUTH, content=chunks())
+    assert resp.status_code == 413
+
+
+def test_prompt_over_max_prompt_tokens_is_400(secured_cloud):
+    body = story(prompt_ids=[1] * 300, prompt=None)
+    resp = httpx.post(secured_cloud.http_url + "/v1/pd/generate", headers=AUTH, json=body)
+    assert resp.status_code == 400 and resp.json()["error"]["code"] == "prompt_too_long"
+
+
+async def first_and_last(config: ClientConfig) -> tuple:
+    stream = await open_stream(GenerateRequest(**story(max_tokens=3, cloud_tokens=2)), config)
+    try:
+        events = [e async for e in stream.events()]
+    finally:
+        await stream.aclose()
+    return events[0], events[-1]
+
+
+@pytest.mark.parametrize("transport", ["http", "grpc"])
+def test_device_transports_send_the_key(secured_cloud, transport):
+    url = secured_cloud.url(transport)
+    first, last = asyncio.run(first_and_last(ClientConfig(cloud_url=url, api_key=API_KEY)))
+    assert isinstance(first, FirstToken) and isinstance(last, End)
+    with pytest.raises(Unauthorized):
+        asyncio.run(first_and_last(ClientConfig(cloud_url=url, api_key="wrong")))
+    with pytest.raises(Unauthorized):
+        asyncio.run(first_and_last(ClientConfig(cloud_url=url)))
+
+
+def test_grpc_without_key_is_unauthenticated_and_health_stays_open(secured_cloud):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from common.proto import pd_pb2_grpc
+    from common.wire import request_to_proto
+
+    with grpc.insecure_channel(secured_cloud.grpc_target) as channel:
+        check = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+        assert check.status == health_pb2.HealthCheckResponse.SERVING
+        call = pd_pb2_grpc.PDServiceStub(channel).Generate(
+            iter([request_to_proto(GenerateRequest(**story()))])
+        )
+        with pytest.raises(grpc.RpcError) as err:
+            list(call)
+        assert err.value.code() is grpc.StatusCode.UNAUTHENTICATED
