@@ -151,6 +151,7 @@ def _cloud_only(L: int, dev, cloud: CloudProfile, cfg: TuneConfig, tau_d: float)
     bucket = Bucket(
         max_prompt_len=L,
         use_cloud=True,
+        use_device=False,
         cloud_tokens=n,
         min_interval_s=0.0,
         max_interval_s=tpot,

@@ -18,7 +18,8 @@ class Bucket(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     max_prompt_len: int = Field(..., gt=0)
-    use_cloud: bool = True
+    use_cloud: bool = True  # False: the device answers alone (short prompts, fast devices)
+    use_device: bool = True  # False: cloud-only, the device never takes over (slow devices)
     cloud_tokens: int = Field(..., ge=0, description="N")
     refine_ratio: float = Field(0.0, ge=0.0, le=MAX_REFINE_RATIO)
     min_interval_s: float = Field(..., ge=0.0, description="speed controller's smallest gap")
@@ -29,6 +30,8 @@ class Bucket(BaseModel):
     def _bounds(self) -> Bucket:
         if self.min_interval_s > self.max_interval_s:
             raise ValueError("min_interval_s must not exceed max_interval_s")
+        if not (self.use_cloud or self.use_device):
+            raise ValueError("a bucket must use the cloud, the device, or both")
         return self
 
 

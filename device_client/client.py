@@ -14,10 +14,13 @@ from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
+from pydantic import ValidationError
+
 from common.errors import InvalidRequest
 from common.messages import ChatMessage, GenerateRequest, SamplingParams
 from common.model import DEFAULT_MODEL, LoadedModel, load_model
 from common.platform import select_platform, set_threads
+from common.wire import validation_message
 
 from .answer import Answer
 from .config import ClientConfig
@@ -86,16 +89,21 @@ class DeviceClient:
         bucket = self.config.settings.bucket_for(len(prompt_ids))
         if mode is Mode.PD and (not bucket.use_cloud or self.config.cloud_url is None):
             mode = Mode.DEVICE  # the settings say the device alone is best for this length
+        elif mode is Mode.PD and not bucket.use_device:
+            mode = Mode.CLOUD  # the settings say this device is too slow to take over
         if mode is Mode.CLOUD:
             cloud_tokens = max_tokens - 1  # the cloud streams the whole answer
-        request = GenerateRequest(
-            prompt_ids=prompt_ids,
-            max_tokens=max_tokens,
-            cloud_tokens=bucket.cloud_tokens if cloud_tokens is None else cloud_tokens,
-            refine_ratio=bucket.refine_ratio if refine_ratio is None else refine_ratio,
-            sampling=sampling or SamplingParams(),
-            fingerprint=self.model.fingerprint,
-        )
+        try:
+            request = GenerateRequest(
+                prompt_ids=prompt_ids,
+                max_tokens=max_tokens,
+                cloud_tokens=bucket.cloud_tokens if cloud_tokens is None else cloud_tokens,
+                refine_ratio=bucket.refine_ratio if refine_ratio is None else refine_ratio,
+                sampling=sampling or SamplingParams(),
+                fingerprint=self.model.fingerprint,
+            )
+        except ValidationError as err:
+            raise InvalidRequest(validation_message(err)) from None
         pacing = _SHOW_ON_ARRIVAL
         if mode is Mode.PD:
             pacing = PacingConfig(
@@ -124,7 +132,11 @@ class DeviceClient:
         return answer.result
 
     def stream(self, prompt: str | None = None, **kwargs) -> Iterator[DisplayedToken]:
-        agen = self.astream(prompt, **kwargs)
+        yield from self.stream_answer(self.answer(prompt, **kwargs))
+
+    def stream_answer(self, answer: Answer) -> Iterator[DisplayedToken]:
+        """Iterate an ``answer`` from sync code; ``answer.result`` is set afterwards."""
+        agen = aiter(answer)
         loop = self._sync_loop()
         try:
             while True:

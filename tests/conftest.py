@@ -131,3 +131,14 @@ def loaded_model():
 
     set_threads(1)
     return load_model()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip ``cuda`` / ``npu`` tests where that hardware is absent (asked once, at collection)."""
+    from common.platform import available_platforms
+
+    present = set(available_platforms())
+    for item in items:
+        for kind in ("cuda", "npu"):
+            if kind in item.keywords and kind not in present:
+                item.add_marker(pytest.mark.skip(reason=f"no {kind} device on this machine"))
