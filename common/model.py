@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
 
 from .platform import Platform, select_platform
 
@@ -169,6 +170,7 @@ def load_model(
     cache_dir: Path | None = None,
 ) -> LoadedModel:
     platform = platform or select_platform("auto")
+    hf_logging.disable_progress_bar()  # no per-load bars in servers, CLIs and test logs
     path = resolve_model_dir(name_or_path, cache_dir)
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
