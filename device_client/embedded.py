@@ -35,6 +35,10 @@ class EmbeddedCloud:
     log_path: Path
 
     @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
     def grpc_target(self) -> str:
         return self.grpc_url.removeprefix("grpc://")
 
