@@ -17,14 +17,14 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 from sse_starlette import EventSourceResponse
 
-from common.errors import InvalidRequest, PDError
+from common.errors import InvalidRequest, NotConfigured, PDError
 from common.messages import GenerateRequest, Handoff
 from common.settings import SplitSettings
 from common.wire import validation_message
 
 from .config import SecurityConfig
 from .engine import Engine, RequestStream
-from .http_errors import NotConfigured, error_response
+from .http_errors import error_response
 from .openai_api import add_openai_routes
 from .security import SecurityMiddleware
 

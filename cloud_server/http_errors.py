@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fastapi.responses import JSONResponse
 
-from common.errors import InvalidRequest, PDError
+from common.errors import PDError
 
 _OPENAI_TYPES = {
     400: "invalid_request_error",
@@ -18,25 +18,6 @@ _OPENAI_TYPES = {
     413: "invalid_request_error",
     429: "rate_limit_error",
 }
-
-
-class RequestTooLarge(InvalidRequest):
-    """The request body is larger than this server accepts."""
-
-    http_status = 413
-    code = "request_too_large"
-
-
-class NotConfigured(PDError):
-    """An optional feature this server was started without."""
-
-    http_status = 404
-    code = "not_configured"
-
-
-class ModelNotFound(PDError):
-    http_status = 404
-    code = "model_not_found"
 
 
 def error_body(err: PDError) -> dict:

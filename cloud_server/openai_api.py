@@ -18,7 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ValidationError
 
-from common.errors import InvalidRequest, PDError
+from common.errors import InvalidRequest, ModelNotFound, PDError
 from common.messages import (
     ChatMessage,
     End,
@@ -31,7 +31,7 @@ from common.messages import (
 from common.wire import validation_message
 
 from .engine import Engine, RequestStream
-from .http_errors import ModelNotFound, error_body
+from .http_errors import error_body
 from .openai_schema import (
     DEFAULT_CHAT_MAX_TOKENS,
     DEFAULT_COMPLETION_MAX_TOKENS,

@@ -13,10 +13,10 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
-from common.errors import PDError, Unauthorized
+from common.errors import PDError, RequestTooLarge, Unauthorized
 
 from .config import SecurityConfig
-from .http_errors import RequestTooLarge, error_response
+from .http_errors import error_response
 
 OPEN_PATHS = frozenset({"/health", "/metrics"})
 Scope = MutableMapping[str, Any]

@@ -43,10 +43,31 @@ class FingerprintMismatch(InvalidRequest):
     code = "fingerprint_mismatch"
 
 
+class RequestTooLarge(InvalidRequest):
+    """The request body is larger than this server accepts."""
+
+    http_status = 413
+    code = "request_too_large"
+
+
 class UnknownRequest(PDError):
     http_status = 404
     grpc_code = grpc.StatusCode.NOT_FOUND
     code = "unknown_request"
+
+
+class NotConfigured(PDError):
+    """An optional feature this server was started without."""
+
+    http_status = 404
+    grpc_code = grpc.StatusCode.NOT_FOUND
+    code = "not_configured"
+
+
+class ModelNotFound(PDError):
+    http_status = 404
+    grpc_code = grpc.StatusCode.NOT_FOUND
+    code = "model_not_found"
 
 
 class Unauthorized(PDError):
@@ -80,7 +101,10 @@ _BY_CODE = {
     for cls in (
         InvalidRequest,
         PromptTooLong,
+        RequestTooLarge,
         FingerprintMismatch,
+        NotConfigured,
+        ModelNotFound,
         UnknownRequest,
         Unauthorized,
         Overloaded,
