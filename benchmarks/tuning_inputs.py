@@ -8,8 +8,6 @@ from pathlib import Path
 
 from benchmarks.workloads import load_trace
 
-RATIO_KEYS = ("refine_ratio", "rho", "ratio")
-QUALITY_KEYS = ("agreement", "quality", "token_agreement", "score")
 DEFAULT_OUTPUT_LEN = 256
 
 
@@ -29,41 +27,30 @@ def parse_slo(text: str) -> tuple[float | None, float | None]:
     return values.get("ttft"), values.get("tpot")
 
 
-def _pick(row: dict, keys: tuple[str, ...], what: str, where: str) -> float:
-    for key in keys:
-        if key in row:
-            return float(row[key])
-    raise ValueError(f"{where}: an entry lacks a {what} field (one of {', '.join(keys)})")
-
-
 def load_quality(path: str | Path) -> dict[float, float]:
-    """Per-ratio quality from the refinement benchmark's JSON.
+    """Per-ratio quality from ``python -m benchmarks.refine_quality --save-result``.
 
-    Accepts a list of entries, or an object holding one under "results"/"ratios"/"per_ratio",
-    or a mapping {"0.25": 0.93}; each entry has a ratio and an agreement field.
+    Quality is the attention method's first-32-token greedy agreement with the unrefined answer
+    (``summary`` rows with ``method == "attention"``); ratio 0 is 1.0 by definition.
     """
     where = f"quality file {path}"
     try:
         data = json.loads(Path(path).read_text())
+        rows = {
+            float(r["refine_ratio"]): float(r["agreement_32"])
+            for r in data["summary"]
+            if r["method"] == "attention"
+        }
     except (OSError, json.JSONDecodeError) as exc:
         raise ValueError(f"{where}: not readable JSON ({exc})") from None
-    if isinstance(data, dict):
-        data = next((data[k] for k in ("results", "ratios", "per_ratio") if k in data), data)
-    try:
-        if isinstance(data, dict):
-            rows = {float(k): float(v) for k, v in data.items()}
-        elif isinstance(data, list):
-            rows = {
-                _pick(r, RATIO_KEYS, "ratio", where): _pick(r, QUALITY_KEYS, "quality", where)
-                for r in data
-            }
-        else:
-            raise ValueError(f"{where}: expected a list or object of per-ratio results")
-    except (TypeError, AttributeError):
-        raise ValueError(f"{where}: entries must be objects with ratio and quality") from None
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(
+            f"{where}: expected the refine_quality result (a 'summary' list of rows with "
+            "method, refine_ratio and agreement_32)"
+        ) from None
     if not rows:
-        raise ValueError(f"{where}: no per-ratio results")
-    return rows
+        raise ValueError(f"{where}: no attention rows in 'summary'")
+    return {0.0: 1.0, **rows}
 
 
 def buckets_from_trace(

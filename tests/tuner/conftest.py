@@ -22,10 +22,12 @@ def profile_files(tmp_path: Path) -> tuple[Path, Path]:
 @pytest.fixture
 def quality_file(tmp_path: Path) -> Path:
     path = tmp_path / "refine_quality.json"
+    # The shape ``python -m benchmarks.refine_quality --save-result`` writes.
     rows = [
-        {"refine_ratio": 0.25, "agreement": 0.97},
-        {"refine_ratio": 0.5, "agreement": 0.92},
-        {"refine_ratio": 0.75, "agreement": 0.70},
+        {"method": method, "refine_ratio": ratio, "agreement_32": agreement}
+        for ratio, agreement in ((0.25, 0.97), (0.5, 0.92), (0.75, 0.70))
+        for method in ("attention", "last")
     ]
-    path.write_text(json.dumps({"results": rows}))
+    rows.append({"method": "full", "refine_ratio": 0.0, "agreement_32": 1.0})
+    path.write_text(json.dumps({"summary": rows}))
     return path

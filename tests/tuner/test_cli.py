@@ -56,7 +56,7 @@ def test_bad_slo_and_quality_file_are_clean_errors(profile_files, tmp_path):
     result = _tune(
         *profile_files, tmp_path / "s.json", "--quality-file", str(bad), "--quality-floor", "0.9"
     )
-    assert result.exit_code == 2 and "lacks a quality field" in result.output
+    assert result.exit_code == 2 and "expected the refine_quality result" in result.output
 
 
 def test_simulate_reports_the_gain(profile_files, tmp_path):

@@ -1,0 +1,1 @@
+"""Shipped benchmark data: a public-domain corpus and the refinement prompt set (README.md)."""

@@ -1,0 +1,430 @@
+"""Prompt refinement: what it saves on the device and what it costs in answer quality.
+
+    python -m benchmarks.refine_quality [--quick] [--save-result out.json]
+
+For each prompt of ``benchmarks/data/prompts.json``: the cloud prefill runs once under
+``Refiner.capture()``; the device then prefills all tokens (the reference answer) and, for each
+refine ratio rho, the kept tokens of the attention keep-set and of the naive keep-last-(1-rho)L
+baseline, with their true (gapped) positions, and decodes greedily. Metrics: device prefill time
+saved, first-32-token agreement and ROUGE-L against the unrefined answer, the log-likelihood the
+refined context gives to the unrefined answer's first 32 tokens, whether the needle fact was kept
+and answered, and the handoff index / cloud tokens saved from the timing model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from cloud_server.refine import Refiner, num_kept
+from common.forward import forward_tokens, new_cache
+from common.model import LoadedModel, load_model
+from common.platform import set_threads
+
+from .data.refine_prompts import DATA, Prompt, load_prompts, mixed_order
+
+NUM_COMPARED = 32  # first answer tokens compared / scored
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def rouge_l(reference: list[int], candidate: list[int]) -> float:
+    """ROUGE-L F1 over token ids (longest common subsequence)."""
+    if not reference or not candidate:
+        return float(reference == candidate)
+    prev = [0] * (len(candidate) + 1)
+    for r in reference:
+        cur = [0]
+        for j, c in enumerate(candidate):
+            cur.append(prev[j] + 1 if r == c else max(prev[j + 1], cur[j]))
+        prev = cur
+    lcs = prev[-1]
+    if lcs == 0:
+        return 0.0
+    precision, recall = lcs / len(candidate), lcs / len(reference)
+    return 2 * precision * recall / (precision + recall)
+
+
+def agreement(reference: list[int], candidate: list[int], num: int = NUM_COMPARED) -> float:
+    """Share of the reference's first ``num`` tokens that the candidate has at the same index."""
+    ref = reference[:num]
+    if not ref:
+        return 1.0
+    return sum(i < len(candidate) and candidate[i] == t for i, t in enumerate(ref)) / len(ref)
+
+
+# ---------------------------------------------------------------- device runs
+
+
+@dataclass
+class Run:
+    tokens: list[int]
+    prefill_s: float
+    decode_s_per_token: float
+    loglik: float = 0.0  # sum of log p(reference token) over the first NUM_COMPARED
+
+
+def _timed_prefill(model, ids: list[int], positions: list[int]):
+    cache = new_cache(model)
+    start = time.perf_counter()
+    logits = forward_tokens(model, ids, positions, cache)  # [vocab]
+    return logits, cache, time.perf_counter() - start
+
+
+@torch.inference_mode()
+def _loglik(model, logits, cache, next_pos: int, reference: list[int]) -> float:
+    """log p(reference[:32] | context) teacher-forced in one forward (consumes ``cache``)."""
+    ref = reference[:NUM_COMPARED]
+    total = float(torch.log_softmax(logits.float(), -1)[ref[0]])
+    if len(ref) > 1:
+        past = cache.get_seq_length()
+        out = model(
+            input_ids=torch.tensor([ref[:-1]]),  # [1, n-1]
+            position_ids=torch.arange(next_pos, next_pos + len(ref) - 1)[None],  # [1, n-1]
+            attention_mask=torch.ones(1, past + len(ref) - 1, dtype=torch.long),
+            past_key_values=cache,
+            use_cache=True,
+        )
+        logp = torch.log_softmax(out.logits[0].float(), -1)  # [n-1, vocab]
+        total += float(logp.gather(1, torch.tensor(ref[1:])[:, None]).sum())
+    return total
+
+
+def device_run(loaded: LoadedModel, ids, positions, num_prompt, max_new, reference=None) -> Run:
+    """Prefill ``ids`` at ``positions``, decode greedily from position ``num_prompt`` on, then
+    score ``reference`` (default: the own answer) teacher-forced on the same prefilled cache."""
+    model = loaded.model
+    first_logits, cache, prefill_s = _timed_prefill(model, ids, positions)
+    tokens = [int(torch.argmax(first_logits))]
+    start = time.perf_counter()
+    while len(tokens) < max_new and tokens[-1] not in loaded.eos_token_ids:
+        logits = forward_tokens(model, [tokens[-1]], [num_prompt + len(tokens) - 1], cache)
+        tokens.append(int(torch.argmax(logits)))
+    decode_s = (time.perf_counter() - start) / max(len(tokens) - 1, 1)
+    if cache.get_seq_length() > len(ids):  # back to the prefilled prompt
+        cache.crop(len(ids) - cache.get_seq_length())  # negative: tokens to remove
+    loglik = _loglik(model, first_logits, cache, num_prompt, reference or tokens)
+    return Run(tokens, prefill_s, decode_s, loglik)
+
+
+# ---------------------------------------------------------------- one prompt
+
+
+@dataclass
+class Row:
+    prompt_id: str
+    method: str  # "attention" | "last" | "full"
+    refine_ratio: float
+    num_prompt: int
+    num_kept: int
+    prefill_s: float  # process CPU seconds
+    prefill_saved: float  # 1 - prefill_s / full prefill_s
+    agreement_32: float
+    rouge_l: float
+    loglik_32: float
+    loglik_delta: float  # against the full context's loglik of its own answer
+    fact_kept: bool | None  # needle answer text survives in the kept tokens
+    fact_answered: bool | None  # needle answer text appears in the answer
+    handoff_index: int = 0
+    cloud_tokens_saved: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def evaluate_prompt(loaded, refiner, prompt: Prompt, ratios, max_new) -> list[Row]:
+    ids = loaded.encode(prompt.text)
+    num_prompt = len(ids)
+    with refiner.capture() as cap:  # the cloud's prefill
+        forward_tokens(loaded.model, ids, list(range(num_prompt)), new_cache(loaded.model))
+    all_positions = list(range(num_prompt))
+    full = device_run(loaded, ids, all_positions, num_prompt, max_new)
+    rows = [_row(loaded, prompt, "full", 0.0, all_positions, ids, full, full)]
+    for rho in ratios:
+        keep = num_kept(num_prompt, rho)
+        plans = {
+            "attention": cap.keep_set(ids, rho).kept_positions,
+            "last": list(range(num_prompt - keep, num_prompt)),
+        }
+        for method, kept in plans.items():
+            kept_ids = [ids[p] for p in kept]
+            run = device_run(loaded, kept_ids, kept, num_prompt, max_new, full.tokens)
+            rows.append(_row(loaded, prompt, method, rho, kept, ids, run, full))
+    return rows
+
+
+def _contains(loaded, token_ids: list[int], answer: str) -> bool | None:
+    if not answer:
+        return None
+    return answer.lower() in loaded.tokenizer.decode(token_ids).lower()
+
+
+def _row(loaded, prompt, method, rho, kept, ids, run: Run, full: Run) -> Row:
+    return Row(
+        prompt_id=prompt.id,
+        method=method,
+        refine_ratio=rho,
+        num_prompt=len(ids),
+        num_kept=len(kept),
+        prefill_s=run.prefill_s,
+        prefill_saved=1.0 - run.prefill_s / full.prefill_s,  # replaced by apply_prefill_curve
+        agreement_32=agreement(full.tokens, run.tokens),
+        rouge_l=rouge_l(full.tokens, run.tokens),
+        loglik_32=run.loglik,
+        loglik_delta=run.loglik - full.loglik,
+        fact_kept=_contains(loaded, [ids[p] for p in kept], prompt.answer),
+        fact_answered=_contains(loaded, run.tokens, prompt.answer),
+        extra={
+            "decode_s_per_token": run.decode_s_per_token,
+            "answer_len": len(run.tokens),
+            "prefill_saved_single_shot": 1.0 - run.prefill_s / full.prefill_s,
+        },
+    )
+
+
+# ---------------------------------------------------------------- timing model
+
+
+def add_handoff_estimates(rows: list[Row], args: argparse.Namespace) -> None:
+    """Handoff index m and cloud tokens saved, from the timing model on a nominal device.
+
+    Tpd(n) = n / device_prefill_tok_s scaled by the measured saving, tau_d = device_decode_s,
+    display interval = tau_d, TTFT(pd) = RTT + Tpd(L) / cloud_speedup, and
+    m = ceil((Tpd(kept) + tau_d - TTFT) / tau_d); absorbing the m shown tokens is ignored.
+    Cloud tokens saved = m(rho = 0) - m(rho): the device catches up sooner by the prefill time saved.
+    """
+    tau_d = args.device_decode_s
+    for row in rows:
+        full_s = row.num_prompt / args.device_prefill_tok_s  # [s] Tpd(L)
+        kept_s = full_s * (1.0 - row.prefill_saved)  # [s] Tpd((1 - rho) L)
+        ttft = args.rtt_ms / 1000 + full_s / args.cloud_speedup
+        m_full = max(0, math.ceil((full_s + tau_d - ttft) / tau_d))
+        row.handoff_index = max(0, math.ceil((kept_s + tau_d - ttft) / tau_d))
+        row.cloud_tokens_saved = m_full - row.handoff_index
+
+
+# ---------------------------------------------------------------- timings at a fixed length
+
+
+def fixed_length_ids(loaded: LoadedModel, num_tokens: int) -> list[int]:
+    """A chat prompt of exactly ``num_tokens`` tokens: corpus text, cut in the middle."""
+    corpus = (DATA / "corpus.txt").read_text()
+    ids = loaded.encode(corpus[: num_tokens * 6] + "\n\nSummarize the text above.")
+    tail = 16  # keeps the task and the assistant header
+    return ids[: num_tokens - tail] + ids[-tail:]
+
+
+def _min_time(fn, repeats: int) -> float:
+    """Fastest wall time of ``repeats`` calls: on a shared machine the least disturbed run."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def prefill_curve(loaded, lengths=(128, 256, 512, 1024, 1536, 2048), repeats: int = 3) -> dict:
+    """Device prefill seconds by token count (fastest of ``repeats``), for ``curve_time``."""
+    model, ids = loaded.model, fixed_length_ids(loaded, max(lengths))
+    return {
+        n: _min_time(lambda n=n: _timed_prefill(model, ids[:n], list(range(n))), repeats)
+        for n in lengths
+    }
+
+
+def curve_time(curve: dict, num_tokens: int) -> float:
+    """Tpd(n), linear between the measured lengths (and through 0)."""
+    return float(np.interp(num_tokens, [0, *curve], [0.0, *curve.values()]))
+
+
+def apply_prefill_curve(rows: list[Row], curve: dict) -> None:
+    """Prefill time saved per row from the measured curve: one prompt's single-shot timing is
+    mostly noise on a shared machine (kept in ``extra``)."""
+    for row in rows:
+        full_s = curve_time(curve, row.num_prompt)
+        row.prefill_s = curve_time(curve, row.num_kept)
+        row.prefill_saved = 1.0 - row.prefill_s / full_s
+
+
+def scoring_overhead(loaded, refiner, num_tokens: int, repeats: int) -> dict:
+    """Cloud prefill with capture + keep_set against the plain prefill, medians of ``repeats``."""
+    model, ids = loaded.model, fixed_length_ids(loaded, num_tokens)
+    positions = list(range(len(ids)))
+    plain = _min_time(lambda: forward_tokens(model, ids, positions, new_cache(model)), repeats)
+    captures = []
+
+    def captured():
+        with refiner.capture() as cap:
+            forward_tokens(model, ids, positions, new_cache(model))
+        captures.append(cap)
+
+    forward_s = _min_time(captured, repeats)
+    keep_s = _min_time(lambda: captures.pop().keep_set(ids, 0.5), repeats)
+    return {
+        "num_tokens": len(ids),
+        "prefill_s": plain,
+        "prefill_with_hooks_s": forward_s,
+        "keep_set_s": keep_s,
+        "keep_set_share": keep_s / plain,
+        "overhead_share": (forward_s + keep_s - plain) / plain,
+    }
+
+
+def prefill_saving(loaded, refiner, num_tokens: int, ratios, repeats: int) -> dict:
+    """Device prefill of the kept tokens against all of them, at exactly ``num_tokens``."""
+    model, ids = loaded.model, fixed_length_ids(loaded, num_tokens)
+    with refiner.capture() as cap:
+        forward_tokens(model, ids, list(range(len(ids))), new_cache(model))
+    plans = {0.0: list(range(len(ids)))}
+    plans.update({rho: cap.keep_set(ids, rho).kept_positions for rho in ratios})
+    result = {"num_tokens": len(ids), "ratios": {}}
+    for rho, kept in plans.items():
+        kept_ids = [ids[p] for p in kept]
+        seconds = _min_time(lambda i=kept_ids, k=kept: _timed_prefill(model, i, k), repeats)
+        result["ratios"][str(rho)] = {"num_kept": len(kept), "prefill_s": seconds}
+    full_s = result["ratios"]["0.0"]["prefill_s"]
+    for entry in result["ratios"].values():
+        entry["prefill_saved"] = 1.0 - entry["prefill_s"] / full_s
+    return result
+
+
+# ---------------------------------------------------------------- report
+
+
+def summarize(rows: list[Row]) -> list[dict]:
+    groups: dict[tuple[str, float], list[Row]] = {}
+    for row in rows:
+        groups.setdefault((row.method, row.refine_ratio), []).append(row)
+    summary = []
+    for (method, rho), group in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        needles = [r for r in group if r.fact_kept is not None]
+        summary.append(
+            {
+                "method": method,
+                "refine_ratio": rho,
+                "num_prompts": len(group),
+                "kept_share": statistics.mean(r.num_kept / r.num_prompt for r in group),
+                "prefill_saved": statistics.mean(r.prefill_saved for r in group),
+                "agreement_32": statistics.mean(r.agreement_32 for r in group),
+                "rouge_l": statistics.mean(r.rouge_l for r in group),
+                "loglik_delta_per_token": statistics.mean(
+                    r.loglik_delta / NUM_COMPARED for r in group
+                ),
+                "fact_kept": statistics.mean(r.fact_kept for r in needles) if needles else None,
+                "fact_answered": (
+                    statistics.mean(r.fact_answered for r in needles) if needles else None
+                ),
+                "handoff_index": statistics.mean(r.handoff_index for r in group),
+                "cloud_tokens_saved": statistics.mean(r.cloud_tokens_saved for r in group),
+            }
+        )
+    return summary
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.0f}%"
+
+
+def print_report(console: Console, summary: list[dict], timing: dict, overhead: dict) -> None:
+    table = Table(title="Prompt refinement: quality against the unrefined answer (means)")
+    for name in (
+        "method", "rho", "kept", "prefill saved", "agree@32", "ROUGE-L",
+        "dlogp/tok", "fact kept", "fact answered", "handoff m", "cloud tok saved",
+    ):  # fmt: skip
+        table.add_column(name, justify="right")
+    for s in summary:
+        table.add_row(
+            s["method"], f"{s['refine_ratio']:.2f}", _pct(s["kept_share"]),
+            _pct(s["prefill_saved"]), _pct(s["agreement_32"]), f"{s['rouge_l']:.2f}",
+            f"{s['loglik_delta_per_token']:+.3f}", _pct(s["fact_kept"]),
+            _pct(s["fact_answered"]), f"{s['handoff_index']:.1f}",
+            f"{s['cloud_tokens_saved']:.1f}",
+        )  # fmt: skip
+    console.print(table)
+    saved = ", ".join(
+        f"rho={rho}: {_pct(v['prefill_saved'])} ({v['num_kept']} kept)"
+        for rho, v in timing["ratios"].items()
+        if rho != "0.0"
+    )
+    console.print(f"Device prefill at {timing['num_tokens']} tokens, time saved: {saved}")
+    console.print(
+        f"Cloud scoring overhead at {overhead['num_tokens']} tokens: "
+        f"{100 * overhead['overhead_share']:.1f}% of a {overhead['prefill_s']:.2f} s prefill "
+        f"(keep_set alone {100 * overhead['keep_set_share']:.1f}%)"
+    )
+
+
+# ---------------------------------------------------------------- main
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--ratios", type=float, nargs="+", default=[0.25, 0.5, 0.75])
+    p.add_argument("--max-new-tokens", type=int, default=40)
+    p.add_argument("--limit", type=int, default=None, help="first N prompts only")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3, help="timing repeats (fastest kept)")
+    p.add_argument("--cloud-speedup", type=float, default=10.0, help="Tpc = Tpd(L) / this")
+    p.add_argument("--device-prefill-tok-s", type=float, default=480.0, help="nominal device")
+    p.add_argument("--device-decode-s", type=float, default=0.062, help="nominal device tau_d")
+    p.add_argument("--rtt-ms", type=float, default=50.0)
+    p.add_argument("--quick", action="store_true", help="4 prompts, 24 new tokens, 1 repeat")
+    p.add_argument("--save-result", type=Path, default=None, help="write the JSON here")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.limit, args.max_new_tokens, args.repeats = args.limit or 4, 24, 1
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    console = Console(width=150)  # the table stays readable in logs and pipes
+    set_threads(args.threads)
+    loaded = load_model(args.model)
+    refiner = Refiner(loaded.model, loaded.tokenizer)
+    prompts = mixed_order(load_prompts())[: args.limit]
+    overhead = scoring_overhead(loaded, refiner, 1024, max(args.repeats, 3))
+    timing = prefill_saving(loaded, refiner, 2048, args.ratios, args.repeats)
+    curve = prefill_curve(loaded, repeats=args.repeats)
+    rows: list[Row] = []
+    for i, prompt in enumerate(prompts):
+        start = time.perf_counter()
+        rows += evaluate_prompt(loaded, refiner, prompt, args.ratios, args.max_new_tokens)
+        console.log(f"{i + 1}/{len(prompts)} {prompt.id}: {time.perf_counter() - start:.1f} s")
+        result = _result(args, rows, timing, overhead, curve)  # saved after every prompt
+        if args.save_result:
+            args.save_result.write_text(json.dumps({**result, "num_done": i + 1}, indent=1))
+    print_report(console, result["summary"], timing, overhead)
+    return result
+
+
+def _result(args, rows: list[Row], timing: dict, overhead: dict, curve: dict) -> dict:
+    apply_prefill_curve(rows, curve)
+    tau_d = statistics.median(r.extra["decode_s_per_token"] for r in rows if r.method == "full")
+    add_handoff_estimates(rows, args)
+    return {
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "threads": torch.get_num_threads(),
+        "measured_decode_s_per_token_wall": tau_d,
+        "prompt_tokens": [r.num_prompt for r in rows if r.method == "full"],
+        "scoring_overhead": overhead,
+        "prefill_saving": timing,
+        "prefill_curve_s": curve,
+        "summary": summarize(rows),
+        "rows": [asdict(r) for r in rows],
+    }
+
+
+if __name__ == "__main__":
+    main()
