@@ -65,3 +65,26 @@ def test_other_seed_gives_another_answer(device_only):
         SHORT_PROMPT, max_tokens=12, mode="device", sampling=SamplingParams(temperature=1.0, seed=2)
     )
     assert a.token_ids != b.token_ids
+
+
+def test_refine_ratio_zero_reproduces_the_unrefined_answer(cloud_server, make_client, reference):
+    client = make_client(cloud_server.http_url, device_slowdown=3.0, prefill_chunk_tokens=16)
+    result = client.generate(
+        LONG_PROMPT, max_tokens=MAX_TOKENS, mode="pd", cloud_tokens=6, refine_ratio=0.0
+    )
+    assert result.kept_prompt_tokens == result.prompt_tokens
+    assert result.token_ids == reference(LONG_PROMPT, MAX_TOKENS)
+
+
+def test_refined_prompt_is_shorter_on_the_device(cloud_server, make_client):
+    """With ρ > 0 the device skips prompt tokens it had not prefilled when the keep-set came."""
+    client = make_client(cloud_server.grpc_url, device_slowdown=3.0, prefill_chunk_tokens=16)
+    result = client.generate(
+        LONG_PROMPT, max_tokens=MAX_TOKENS, mode="pd", cloud_tokens=6, refine_ratio=0.5
+    )
+    assert result.fallback is None
+    assert len(result.tokens) == MAX_TOKENS or result.end_reason == "eos"
+    assert result.kept_prompt_tokens < result.prompt_tokens
+    # Never fewer than the cloud's keep-set: half the prompt (plus its protected parts).
+    assert result.kept_prompt_tokens >= result.prompt_tokens // 2
+    assert "device" in result.sources, "the device finished from its refined cache"
