@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import typer
 
+from benchmarks.bench import bench_command
 from benchmarks.profile import profile_command
 from benchmarks.simulator import simulate_command
 from benchmarks.tuner import tune_command
+from cloud_server.cli import gateway as cloud_gateway
 from cloud_server.cli import serve as cloud_serve
 from device_client.cli import generate
 
@@ -21,7 +23,13 @@ app = typer.Typer(
 # (cloud_server.cli: serve, gateway; device_client.cli: generate; benchmarks: bench, profile, tune,
 # simulate.)
 app.command("serve")(cloud_serve)
+app.command("gateway")(cloud_gateway)
+app.command("bench")(bench_command)
 app.command("profile")(profile_command)
 app.command("tune")(tune_command)
 app.command("simulate")(simulate_command)
 app.command("generate")(generate)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,126 @@
+"""``pdd bench`` end to end: the quick preset against the session cloud, and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from benchmarks.cli import app
+from device_client.embedded import free_port
+
+runner = CliRunner()
+TINY = ["--quick", "--input-lens", "64,128", "--output-len", "8", "--num-prompts", "1"]
+SUMMARY_KEYS = {
+    "completed": int,
+    "request_throughput": float,
+    "mean_ttft_ms": float,
+    "median_ttft_ms": float,
+    "p99_ttft_ms": float,
+    "mean_tpot_ms": float,
+    "p99_tpot_ms": float,
+    "median_itl_ms": float,
+    "p99_max_gap_ms": float,
+    "mean_e2el_ms": float,
+    "mean_cloud_tokens": float,
+    "num_fallbacks": int,
+}
+
+
+def bench(*args: str):
+    return runner.invoke(app, ["bench", *args])
+
+
+@pytest.fixture(scope="module")
+def quick_result(cloud_server, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    res = bench(*TINY, "--cloud", cloud_server.http_url, "--save-result", str(out / "r.json"),
+                "--plots", str(out / "plots"), "--goodput", "ttft:60000")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    return json.loads((out / "r.json").read_text()), out, res.output
+
+
+def test_quick_result_schema(quick_result):
+    result, _, output = quick_result
+    assert set(result["modes"]) == {"device", "cloud", "pd"}
+    for summary in result["modes"].values():
+        for key, kind in SUMMARY_KEYS.items():
+            assert isinstance(summary[key], kind), (key, summary[key])
+        assert summary["completed"] == 2 and summary["request_goodput"] > 0
+    assert set(result["by_input_len"]) == {"64", "128"}
+    assert {"device", "cloud", "network", "split", "host"} <= set(result["profiles"])
+    assert result["profiles"]["device"]["measured_prefill_tok_s"] > 0
+    assert set(result["cloud_prefill_alone_ms"]) == {"64", "128"}
+    assert result["cloud_throughput_gain"] > 0
+    assert [t["input_len"] for t in result["targets"]] == [64, 128]
+    assert "Median TTFT (ms)" in output and "P99 TPOT (ms)" in output
+
+
+def test_every_mode_answers_completely_and_like_device_only(quick_result):
+    result, _, _ = quick_result
+    rows = result["requests"]
+    assert len(rows) == 6
+    device = {r["index"]: r["token_ids"] for r in rows if r["mode"] == "device"}
+    for r in rows:
+        assert r["error"] is None and r["fallback"] is None
+        assert r["num_tokens"] == 8 or r["end_reason"] == "eos"
+        assert r["token_ids"] == device[r["index"]] and r["matches_device"]
+    pd = [r for r in rows if r["mode"] == "pd"]
+    assert all(r["handoff_index"] is not None and r["cloud_busy_s"] > 0 for r in pd)
+    assert all(r["sources"][0] == "cloud" for r in rows if r["mode"] == "cloud")
+
+
+def test_plots_are_written(quick_result):
+    _, out, _ = quick_result
+    names = {p.name for p in (out / "plots").iterdir()}
+    assert names == {"ttft_cdf.png", "ttft_vs_prompt_len.png", "token_timeline.png"}
+    assert all((out / "plots" / n).read_bytes()[:4] == b"\x89PNG" for n in names)
+
+
+def test_virtual_devices_load_mode(cloud_server, tmp_path):
+    path = tmp_path / "vd.json"
+    res = bench("--virtual-devices", "2", "--input-lens", "64,64", "--output-len", "12",
+                "--cloud-tokens", "3", "--device-prefill-tok-s", "100", "--cloud",
+                cloud_server.http_url, "--save-result", str(path))  # fmt: skip
+    assert res.exit_code == 0, res.output
+    result = json.loads(path.read_text())
+    cloud, pd = result["modes"]["cloud"], result["modes"]["pd"]
+    assert cloud["completed"] == pd["completed"] == 8  # 2 lengths x 4 prompts (full preset)
+    assert cloud["mean_cloud_tokens"] == 12
+    assert pd["mean_cloud_tokens"] <= 4  # first token + N, or fewer after a handoff
+    assert result["rate_gain"] > 0
+
+
+def assert_clean_failure(res, message: str) -> None:
+    assert res.exit_code == 2, res.output
+    assert message in res.output
+    assert "Traceback" not in res.output
+    assert isinstance(res.exception, SystemExit)  # a clean exit, not an uncaught error
+
+
+def test_unknown_mode():
+    assert_clean_failure(bench("--modes", "device,warp"), "unknown mode")
+
+
+def test_malformed_trace_line(tmp_path):
+    trace = tmp_path / "t.jsonl"
+    trace.write_text('{"timestamp": 0, "input_length": 64, "output_length": 4}\nnot json\n')
+    assert_clean_failure(bench("--trace", str(trace), "--modes", "device"), "t.jsonl:2")
+
+
+def test_length_past_the_context():
+    res = bench("--modes", "device", "--input-lens", "8190", "--output-len", "16")
+    assert_clean_failure(res, "exceeds the model's context")
+
+
+def test_unreachable_cloud():
+    res = bench(*TINY, "--cloud", f"http://127.0.0.1:{free_port()}", "--modes", "cloud")
+    assert_clean_failure(res, "unreachable")
+
+
+def test_bad_goodput_and_lengths():
+    assert_clean_failure(bench("--goodput", "ttft=5"), "goodput SLO")
+    assert_clean_failure(bench("--input-lens", "64,abc"), "--input-lens")
+    assert_clean_failure(bench("--max-interval-ms", "0"), "--max-interval-ms must be > 0")
+    assert_clean_failure(bench("--modes", "pd+refine"), "needs --refine-ratio")
