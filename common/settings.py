@@ -63,7 +63,10 @@ class SplitSettings(BaseModel):
 
 
 def default_settings() -> SplitSettings:
-    """Untuned defaults for this project's CPU numbers (decode ~40-60 ms/token)."""
+    """Untuned defaults: N = 64, Δmax 250 ms; Δmin follows the device's measured decode time.
+
+    Run ``pdd profile`` + ``pdd tune`` for per-length budgets that fit a given device and cloud.
+    """
     return SplitSettings(
         buckets=[
             Bucket(

@@ -25,7 +25,7 @@ import contextlib
 import math
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
 
 from common.detokenize import Detokenizer
@@ -51,8 +51,10 @@ class Answer:
         pacing: PacingConfig,
         config: ClientConfig,
         executor: Executor,
+        on_done: Callable[[Answer], None] | None = None,
     ) -> None:
         assert request.prompt_ids, "the device sends token ids"
+        self._on_done = on_done
         self.request, self.mode, self.config = request, mode, config
         self._lm, self._executor = lm, executor
         self.session = LocalSession(
@@ -91,6 +93,8 @@ class Answer:
             await self._stop_device()
             await self._close_cloud(reader)
         self.result = self._result()
+        if self._on_done is not None:
+            self._on_done(self)
 
     async def _display(self) -> AsyncIterator[DisplayedToken]:
         while len(self.tokens) < self.request.max_tokens:

@@ -10,6 +10,7 @@ One async path (``answer``); the sync methods drive it on a private event loop.
 from __future__ import annotations
 
 import asyncio
+import statistics
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -48,6 +49,7 @@ class DeviceClient:
             self.model = load_model(model, select_platform(self.config.device))
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pdd-device")
         self._loop: asyncio.AbstractEventLoop | None = None  # for the sync API only
+        self.decode_s_estimate: float | None = None  # τ̂d, learnt from this device's answers
 
     def close(self) -> None:
         if self._loop is not None:
@@ -106,19 +108,29 @@ class DeviceClient:
             raise InvalidRequest(validation_message(err)) from None
         pacing = _SHOW_ON_ARRIVAL
         if mode is Mode.PD:
+            # Δmin follows the device's own measured rhythm so it does not change at the handoff.
+            tau_d = max(bucket.min_interval_s, self.decode_s_estimate or 0.0)
             pacing = PacingConfig(
-                min_interval_s=bucket.min_interval_s,
+                min_interval_s=min(tau_d, bucket.max_interval_s),
                 max_interval_s=bucket.max_interval_s,
-                decode_interval_s=bucket.min_interval_s,
+                decode_interval_s=tau_d,
             )
         return request, mode, pacing
+
+    def _observe(self, answer: Answer) -> None:
+        """Online correction: learn τ̂d from the local decode steps of each answer."""
+        steps = answer.session.decode_s
+        if steps:
+            measured = statistics.median(steps)
+            old = self.decode_s_estimate
+            self.decode_s_estimate = measured if old is None else 0.5 * (old + measured)
 
     def answer(self, prompt: str | None = None, **kwargs) -> Answer:
         """An answer to iterate (``async for tok in answer``); ``answer.result`` afterwards."""
         request, mode, pacing = self.build_request(prompt, **kwargs)
         if mode is not Mode.DEVICE and self.config.cloud_url is None:
             raise InvalidRequest(f"mode {mode.value!r} needs a cloud URL")
-        return Answer(self.model, request, mode, pacing, self.config, self._executor)
+        return Answer(self.model, request, mode, pacing, self.config, self._executor, self._observe)
 
     async def astream(self, prompt: str | None = None, **kwargs) -> AsyncIterator[DisplayedToken]:
         async for tok in self.answer(prompt, **kwargs):
@@ -157,6 +169,7 @@ class DeviceClient:
         clone.model = self.model
         clone._executor = self._executor
         clone._loop = None
+        clone.decode_s_estimate = None  # another device profile: learn its own
         return clone
 
 

@@ -45,6 +45,8 @@ class LocalSession:
         self.absorbed = 0  # answer tokens in the cache
         self.logits: torch.Tensor | None = None  # for answer token ``absorbed``
         self.started_at: float | None = None
+        self.recent_rate_tok_s: float | None = None  # the latest prefill chunk's tokens/s
+        self.decode_s: list[float] = []  # (emulated) durations of single-token forwards
 
     @property
     def prompt_len(self) -> int:
@@ -64,7 +66,14 @@ class LocalSession:
     def progress(self, to_absorb: int = 0, is_decoding: bool = False) -> DeviceProgress:
         with self._lock:
             total = self.prompt_done + len(self._todo)
-            return DeviceProgress(total, self.prompt_done, to_absorb, self.started_at, is_decoding)
+            return DeviceProgress(
+                total,
+                self.prompt_done,
+                to_absorb,
+                self.started_at,
+                is_decoding,
+                self.recent_rate_tok_s,
+            )
 
     def apply_keep_set(self, kept_positions: list[int]) -> None:
         """Refinement: of the positions not prefilled yet, keep only these."""
@@ -88,18 +97,21 @@ class LocalSession:
             if self.started_at is None:
                 self.started_at = self._clock()
         if positions:
-            self._forward([self.prompt_ids[p] for p in positions], positions)
+            duration = self._forward([self.prompt_ids[p] for p in positions], positions)
             with self._lock:
                 self.prompt_done += len(positions)
+                self.recent_rate_tok_s = len(positions) / max(duration, 1e-9)
         return len(positions)
 
     def absorb(self, token_ids: list[int]) -> None:
         """Feed answer tokens ``absorbed .. absorbed + n - 1`` (received cloud tokens, or our own)."""
         assert self.is_prompt_done, "absorb after the prompt"
         start = self.prompt_len + self.absorbed
-        self._forward(token_ids, list(range(start, start + len(token_ids))))
+        duration = self._forward(token_ids, list(range(start, start + len(token_ids))))
         with self._lock:
             self.absorbed += len(token_ids)
+        if len(token_ids) == 1:
+            self.decode_s.append(duration)
 
     def next_token(self, sampling: SamplingParams) -> int:
         """Sample answer token ``absorbed`` from the logits of the last forward."""

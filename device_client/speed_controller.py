@@ -12,7 +12,7 @@ cloud tokens it has, so the stream does not stall at the handoff:
     Δ = clamp((T̂own - now) / tokens_left, Δmin, Δmax)
     T̂own = now + (prompt tokens left) / r̂ + absorb(received) + τ̂d
 
-r̂ is the device's measured prefill rate (a profile prior until the first chunk is timed). Δmax
+r̂ is the device's measured prefill rate (its latest chunk; a profile prior until one is timed). Δmax
 is the TPOT target; Δmin sits near the device's own τd, so the rhythm does not change at the
 handoff. Once the device decodes, tokens go out every Δmin. A token is never held past Δmax
 while one is buffered.
@@ -46,6 +46,7 @@ class DeviceProgress:
     to_absorb: int = 0  # cloud tokens it will absorb after the prompt (received so far)
     started_at: float | None = None  # when its prefill began (for the rate estimate)
     is_decoding: bool = False  # handed off: its own tokens are coming
+    recent_rate_tok_s: float | None = None  # tokens/s of its latest prefill chunk
 
     @property
     def is_prompt_done(self) -> bool:
@@ -74,7 +75,11 @@ class SpeedController:
         self.last_shown_at = now
 
     def prefill_rate(self, now: float, progress: DeviceProgress) -> float | None:
-        """Measured tokens/s of the device prefill, else the profile prior."""
+        """Tokens/s of the device prefill: its latest chunk (later chunks, deeper in the context,
+        are the slowest: the whole-prompt average underestimated the absorb 3x at 2k tokens),
+        else the average so far, else the profile prior."""
+        if progress.recent_rate_tok_s:
+            return progress.recent_rate_tok_s
         if progress.started_at is not None and progress.prompt_done > 0:
             elapsed = now - progress.started_at
             if elapsed > 0:

@@ -82,3 +82,15 @@ def test_device_token_goes_out_at_the_first_release_instant_after_it_is_ready():
 def test_bad_pacing_bounds_are_rejected():
     with pytest.raises(ValueError, match="min_interval_s <= max_interval_s"):
         PacingConfig(min_interval_s=0.3, max_interval_s=0.2, decode_interval_s=0.05)
+
+
+def test_the_latest_chunk_rate_drives_the_estimate():
+    """Later prefill chunks are the slowest (deeper context): plan with the latest, not the mean."""
+    ctrl = SpeedController(PACING)
+    averaged = DeviceProgress(prompt_total=1000, prompt_done=500, started_at=0.0)
+    latest = DeviceProgress(
+        prompt_total=1000, prompt_done=500, started_at=0.0, recent_rate_tok_s=50.0
+    )
+    # 500 tokens in 2.5 s: 200 tok/s on average, but the last chunk ran at 50 tok/s.
+    assert ctrl.estimate_own_token(2.5, averaged) == pytest.approx(2.5 + 500 / 200 + 0.05)
+    assert ctrl.estimate_own_token(2.5, latest) == pytest.approx(2.5 + 500 / 50 + 0.05)
