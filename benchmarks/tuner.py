@@ -91,11 +91,23 @@ def allowed_ratios(cfg: TuneConfig) -> tuple[list[float], str]:
     )
 
 
-def _pacing(device: DeviceProfile, prompt_len: int, cfg: TuneConfig) -> tuple[float, float, float]:
-    """(τd, Δmin, Δmax): Δmin at the device's own rhythm, Δmax the TPOT target."""
+# N is sized for cloud tokens shown PLAN_FACTOR x τd apart, while the speed controller may stretch
+# them to STRETCH_FACTOR x τd (issue 3's max-gap target) when the device runs late. Measured: a
+# device prefilling beside the cloud ran ~6% slower than its profile taken alone, and with
+# Δmin = Δmax = τd there was no headroom: a 0.6-0.9 s stall at every 1-2k-token handoff.
+PLAN_FACTOR = 1.2
+STRETCH_FACTOR = 1.5
+
+
+def _pacing(
+    device: DeviceProfile, prompt_len: int, cfg: TuneConfig
+) -> tuple[float, float, float, float]:
+    """(τd, Δmin, Δplan, Δmax): Δmin the device's own rhythm, N sized at Δplan, Δmax the cap."""
     tau_d = device.decode.mean_time(prompt_len, cfg.output_len)
-    hi = cfg.slo.tpot_s if cfg.slo.tpot_s is not None else tau_d + cfg.network.jitter_s
-    return tau_d, min(tau_d, hi), hi
+    jitter = cfg.network.jitter_s
+    hi = cfg.slo.tpot_s if cfg.slo.tpot_s is not None else STRETCH_FACTOR * tau_d + jitter
+    plan = min(PLAN_FACTOR * tau_d + jitter, hi)
+    return tau_d, min(tau_d, hi), plan, hi
 
 
 def _budget(
@@ -118,7 +130,7 @@ def predict(
     prompt_len: int, n: int, ratio: float, dev: DeviceProfile, cloud: CloudProfile, cfg
 ) -> dict:
     """What the timing model expects a live pd run of this bucket to show."""
-    tau_d, lo, hi = _pacing(dev, prompt_len, cfg)
+    tau_d, lo, _, hi = _pacing(dev, prompt_len, cfg)
     t0 = ttft_pd(prompt_len, cloud, cfg.network)
     prompt_done = prompt_done_time(prompt_len, ratio, t0, dev)
     m = handoff_index(t0, prompt_done, cloud.tau(prompt_len), n + 1)
@@ -169,7 +181,7 @@ def _cloud_only(L: int, dev, cloud: CloudProfile, cfg: TuneConfig, tau_d: float)
 
 
 def _device_only(L: int, dev: DeviceProfile, cloud, cfg, pacing, target: float) -> Plan:
-    tau_d, lo, hi = pacing
+    tau_d, lo, _, hi = pacing
     ttft = ttft_device_only(L, dev)
     what = "TTFT SLO" if cfg.slo.ttft_s is not None else "the no-SLO device-only limit"
     reason = (
@@ -197,7 +209,7 @@ def _device_only(L: int, dev: DeviceProfile, cloud, cfg, pacing, target: float) 
 
 def plan_bucket(L: int, dev: DeviceProfile, cloud: CloudProfile, cfg: TuneConfig) -> Plan:
     pacing = _pacing(dev, L, cfg)
-    tau_d, lo, hi = pacing
+    tau_d, lo, plan, hi = pacing
     if cfg.slo.tpot_s is not None and tau_d > cfg.slo.tpot_s:
         return _cloud_only(L, dev, cloud, cfg, tau_d)
     device_ttft = ttft_device_only(L, dev)
@@ -215,7 +227,7 @@ def plan_bucket(L: int, dev: DeviceProfile, cloud: CloudProfile, cfg: TuneConfig
     ratios, rho_reason = allowed_ratios(cfg)
     best = None
     for ratio in ratios:
-        n, margin = _budget(L, ratio, t0, tau_d, hi, dev, cfg)
+        n, margin = _budget(L, ratio, t0, tau_d, plan, dev, cfg)
         busy = cloud_busy_s(L, 1 + n, cloud)
         if best is None or busy < best[0] - 1e-12:
             best = (busy, ratio, n, margin)
@@ -225,7 +237,7 @@ def plan_bucket(L: int, dev: DeviceProfile, cloud: CloudProfile, cfg: TuneConfig
     stall = (
         f"N covers it only by answering all {cfg.output_len} tokens (the device never takes over)"
         if capped
-        else f"no-stall binds: N={n} spans Tcatch+τd-TTFT at Δmax {hi * 1e3:.0f} ms "
+        else f"no-stall binds: N={n} spans Tcatch+τd-TTFT at Δ {plan * 1e3:.0f} ms "
         f"(+{margin} margin tokens)"
     )
     reason = (
