@@ -46,6 +46,7 @@ class LocalSession:
         self.logits: torch.Tensor | None = None  # for answer token ``absorbed``
         self.started_at: float | None = None
         self.recent_rate_tok_s: float | None = None  # the latest prefill chunk's tokens/s
+        self.updated_at: float | None = None  # when the latest prefill chunk finished
         self.decode_s: list[float] = []  # (emulated) durations of single-token forwards
 
     @property
@@ -73,6 +74,7 @@ class LocalSession:
                 self.started_at,
                 is_decoding,
                 self.recent_rate_tok_s,
+                self.updated_at,
             )
 
     def apply_keep_set(self, kept_positions: list[int]) -> None:
@@ -101,6 +103,7 @@ class LocalSession:
             with self._lock:
                 self.prompt_done += len(positions)
                 self.recent_rate_tok_s = len(positions) / max(duration, 1e-9)
+                self.updated_at = self._clock()
         return len(positions)
 
     def absorb(self, token_ids: list[int]) -> None:

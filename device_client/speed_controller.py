@@ -47,6 +47,7 @@ class DeviceProgress:
     started_at: float | None = None  # when its prefill began (for the rate estimate)
     is_decoding: bool = False  # handed off: its own tokens are coming
     recent_rate_tok_s: float | None = None  # tokens/s of its latest prefill chunk
+    updated_at: float | None = None  # when its latest prefill chunk finished
 
     @property
     def is_prompt_done(self) -> bool:
@@ -95,8 +96,12 @@ class SpeedController:
         if rate is None:
             return math.inf
         left = progress.prompt_total - progress.prompt_done
+        # Count the remaining prefill from the last chunk's end, not from now: the in-flight chunk
+        # is already under way (counting from now made the estimate a sawtooth, one tooth a chunk).
+        start = now if progress.updated_at is None else min(progress.updated_at, now)
+        prompt_end = max(start + left / rate, now)
         absorb = progress.to_absorb / rate + tau_d if progress.to_absorb else 0.0
-        return now + left / rate + absorb + tau_d
+        return prompt_end + absorb + tau_d
 
     def interval(self, now: float, num_left: int, progress: DeviceProgress) -> float:
         """Δ before the next token, given ``num_left`` cloud tokens still to show."""

@@ -94,3 +94,27 @@ def test_the_latest_chunk_rate_drives_the_estimate():
     # 500 tokens in 2.5 s: 200 tok/s on average, but the last chunk ran at 50 tok/s.
     assert ctrl.estimate_own_token(2.5, averaged) == pytest.approx(2.5 + 500 / 200 + 0.05)
     assert ctrl.estimate_own_token(2.5, latest) == pytest.approx(2.5 + 500 / 50 + 0.05)
+
+
+def test_a_pending_absorb_keeps_stretching_until_the_device_decodes():
+    """Prompt done but m received tokens still to absorb: the device's token is not ready yet."""
+    ctrl = SpeedController(PACING)
+    ctrl.on_shown(0.0)
+    absorbing = DeviceProgress(
+        prompt_total=100, prompt_done=100, to_absorb=50, recent_rate_tok_s=50.0, updated_at=0.0
+    )
+    decoding = DeviceProgress(prompt_total=100, prompt_done=100, is_decoding=True)
+    # 50 tokens at 50 tok/s + τd to absorb, + τd for the first own token: 1.1 s for 3 tokens.
+    assert ctrl.interval(0.0, 3, absorbing) == pytest.approx(PACING.max_interval_s)
+    assert ctrl.interval(0.0, 3, decoding) == pytest.approx(PACING.min_interval_s)
+
+
+def test_the_estimate_does_not_drift_while_a_chunk_is_in_flight():
+    """Remaining prefill counts from the last chunk's end, so it is steady between chunks."""
+    ctrl = SpeedController(PACING)
+    progress = DeviceProgress(
+        prompt_total=1000, prompt_done=500, recent_rate_tok_s=100.0, updated_at=10.0
+    )
+    at_chunk_end = ctrl.estimate_own_token(10.0, progress)
+    mid_chunk = ctrl.estimate_own_token(10.9, progress)
+    assert at_chunk_end == pytest.approx(mid_chunk) == pytest.approx(10.0 + 5.0 + 0.05)
