@@ -23,6 +23,25 @@ from common.sampling import sample_token
 from .speed_controller import DeviceProgress
 
 
+def fit_token_cost(chunks: list[tuple[float, float]]) -> tuple[float, float] | None:
+    """Least-squares alpha + beta * position over (mid position, s/token) of the chunks so far.
+
+    One chunk gives a flat cost; beta is kept >= 0 (attention never makes tokens cheaper).
+    """
+    if not chunks:
+        return None
+    xs, ys = [c[0] for c in chunks], [c[1] for c in chunks]
+    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+    var = sum((x - mean_x) ** 2 for x in xs)
+    beta = (
+        0.0
+        if var == 0
+        else sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / var
+    )
+    beta = max(beta, 0.0)
+    return mean_y - beta * mean_x, beta
+
+
 class LocalSession:
     def __init__(
         self,
@@ -47,6 +66,7 @@ class LocalSession:
         self.started_at: float | None = None
         self.recent_rate_tok_s: float | None = None  # the latest prefill chunk's tokens/s
         self.updated_at: float | None = None  # when the latest prefill chunk finished
+        self._chunks: list[tuple[float, float]] = []  # (mid cache position, seconds per token)
         self.decode_s: list[float] = []  # (emulated) durations of single-token forwards
 
     @property
@@ -75,6 +95,7 @@ class LocalSession:
                 is_decoding,
                 self.recent_rate_tok_s,
                 self.updated_at,
+                fit_token_cost(self._chunks),
             )
 
     def apply_keep_set(self, kept_positions: list[int]) -> None:
@@ -101,6 +122,9 @@ class LocalSession:
         if positions:
             duration = self._forward([self.prompt_ids[p] for p in positions], positions)
             with self._lock:
+                self._chunks.append(
+                    (self.prompt_done + len(positions) / 2, duration / len(positions))
+                )
                 self.prompt_done += len(positions)
                 self.recent_rate_tok_s = len(positions) / max(duration, 1e-9)
                 self.updated_at = self._clock()

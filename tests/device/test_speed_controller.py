@@ -118,3 +118,29 @@ def test_the_estimate_does_not_drift_while_a_chunk_is_in_flight():
     at_chunk_end = ctrl.estimate_own_token(10.0, progress)
     mid_chunk = ctrl.estimate_own_token(10.9, progress)
     assert at_chunk_end == pytest.approx(mid_chunk) == pytest.approx(10.0 + 5.0 + 0.05)
+
+
+def test_online_cost_fit_recovers_growing_per_token_cost():
+    from device_client.local_runtime import fit_token_cost
+
+    alpha, beta = 0.010, 3e-6  # 10 ms/token, 3 us more per token already in the cache
+    chunks = [(mid, alpha + beta * mid) for mid in (64, 192, 320, 448)]
+    fitted = fit_token_cost(chunks)
+    assert fitted == pytest.approx((alpha, beta))
+    assert fit_token_cost([(64, 0.01)]) == pytest.approx((0.01, 0.0))  # one chunk: flat
+    assert fit_token_cost([]) is None
+
+
+def test_the_estimate_integrates_the_growing_cost():
+    """Later tokens cost more: 1000 tokens left from 1000 cost more than the first 1000 did."""
+    ctrl = SpeedController(PACING)
+    cost = (0.010, 3e-6)
+    progress = DeviceProgress(prompt_total=2000, prompt_done=1000, updated_at=0.0, token_cost=cost)
+    # ∫ 0.010 + 3e-6 x dx over [1000, 2000) = 10 s + 4.5 s; then τd for the first own token.
+    assert ctrl.estimate_own_token(0.0, progress) == pytest.approx(14.5 + PACING.decode_interval_s)
+    absorbing = DeviceProgress(
+        prompt_total=2000, prompt_done=2000, to_absorb=100, updated_at=0.0, token_cost=cost
+    )
+    absorb = 0.010 * 100 + 0.5 * 3e-6 * (2100**2 - 2000**2)
+    expected = absorb + 2 * PACING.decode_interval_s
+    assert ctrl.estimate_own_token(0.0, absorbing) == pytest.approx(expected)
