@@ -41,16 +41,8 @@ def _ttft_cdf(records: list[RequestRecord], path: Path) -> Path:
         ttfts = sorted(1000 * r.ttft_s for r in records if r.mode == mode)
         fractions = [(i + 1) / len(ttfts) for i in range(len(ttfts))]
         ax.step(ttfts, fractions, where="post", label=mode, color=_MODE_COLOURS.get(mode))
-    ax.set_xlabel("TTFT (ms)")
-    ax.set_ylabel("fraction of requests")
     ax.set_ylim(0, 1.02)
-    ax.set_title("TTFT CDF per mode")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path, "TTFT (ms)", "fraction of requests", "TTFT CDF per mode")
 
 
 def _ttft_vs_len(records: list[RequestRecord], path: Path) -> Path:
@@ -68,9 +60,13 @@ def _ttft_vs_len(records: list[RequestRecord], path: Path) -> Path:
         lens = sorted({r.input_len for r in rows})
         medians = [_median([1000 * r.ttft_s for r in rows if r.input_len == n]) for n in lens]
         ax.plot(lens, medians, marker="o", label=f"{mode} (median)", color=colour)
-    ax.set_xlabel("prompt length (tokens)")
-    ax.set_ylabel("TTFT (ms)")
-    ax.set_title("TTFT against prompt length")
+    return _save(fig, ax, path, "prompt length (tokens)", "TTFT (ms)", "TTFT against prompt length")
+
+
+def _save(fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> Path:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import queue
-import re
-import time
 from collections.abc import Callable, Iterator
 
 import grpc
@@ -74,20 +72,3 @@ def token_ids(events: list) -> list[int]:
 def end_of(events: list) -> End:
     assert isinstance(events[-1], End), f"stream did not end with an End event: {events[-1:]}"
     return events[-1]
-
-
-def metric(base_url: str, name: str, labels: str = "") -> float:
-    """One sample from /metrics, e.g. ``metric(url, "pdd_requests_total", 'reason="eos"')``."""
-    text = httpx.get(base_url + "/metrics", timeout=10.0).text
-    key = f"{name}{{{labels}}}" if labels else name
-    match = re.search(rf"^{re.escape(key)} (\S+)$", text, re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
-
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()

@@ -6,8 +6,9 @@ import threading
 
 import httpx
 import pytest
-from cloud_clients import end_of, http_events, metric, story, token_ids, wait_for
+from cloud_clients import end_of, http_events, story, token_ids
 from httpx_sse import connect_sse
+from server_probes import metric, wait_for
 
 from common.messages import EndReason, FirstToken, KeepSet, Token
 

@@ -7,8 +7,9 @@ import time
 
 import grpc
 import httpx
-from cloud_clients import end_of, http_events, metric, story, wait_for
+from cloud_clients import end_of, http_events, story
 from httpx_sse import connect_sse
+from server_probes import metric, wait_for
 
 from common.messages import EndReason, GenerateRequest, parse_event
 from common.proto import pd_pb2_grpc

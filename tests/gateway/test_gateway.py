@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 from httpx_sse import EventSource
+from server_probes import metric, wait_for
 
 from common.messages import End, FirstToken, parse_event
 from common.settings import Bucket, SplitSettings
@@ -25,20 +24,6 @@ PD_BODY = {"prompt": "Once upon a time", "raw": True, "max_tokens": 16, "cloud_t
 FAST_PACING = SplitSettings(
     buckets=[Bucket(max_prompt_len=1 << 20, cloud_tokens=64, min_interval_s=0, max_interval_s=0.05)]
 )
-
-
-def metric(url: str, name: str, labels: str = "") -> float:
-    text = httpx.get(url + "/metrics", timeout=10.0).text
-    key = f"{name}{{{labels}}}" if labels else name
-    match = re.search(rf"^{re.escape(key)} (\S+)$", text, re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
-
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and not predicate():
-        time.sleep(0.05)
-    return predicate()
 
 
 def start_gateway(upstreams: list[EmbeddedCloud]) -> tuple[str, subprocess.Popen]:
@@ -145,7 +130,7 @@ def test_killed_instance_mid_run_every_answer_completes(fleet, loaded_model, ref
     assert [r.token_ids for r in results] == [reference] * 3
     assert any(r.fallback for r in results), "the killed instance's answer finished on the device"
     assert metric(url, "pdd_gateway_upstream_failures_total", 'kind="stream"') >= 1
-    assert wait_for(lambda: metric(url, "pdd_gateway_healthy_upstreams") == 2)
+    assert wait_for(lambda: metric(url, "pdd_gateway_healthy_upstreams") == 2, 15.0)
 
     more = asyncio.run(run_all())  # two instances left, one slot each: one answer is forwarded
     assert [r.token_ids for r in more] == [reference] * 3
