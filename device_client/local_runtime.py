@@ -24,22 +24,23 @@ from .speed_controller import DeviceProgress
 
 
 def fit_token_cost(chunks: list[tuple[float, float]]) -> tuple[float, float] | None:
-    """Least-squares alpha + beta * position over (mid position, s/token) of the chunks so far.
-
-    One chunk gives a flat cost; beta is kept >= 0 (attention never makes tokens cheaper).
-    """
+    """alpha + beta * position (s/token) from the chunks so far: anchored at the latest chunk,
+    the slope fitted over the chunks after the first (a session's first forward is slowed by
+    warm-up, which flattened a plain least-squares slope to ~0). beta >= 0: attention never makes
+    tokens cheaper."""
     if not chunks:
         return None
-    xs, ys = [c[0] for c in chunks], [c[1] for c in chunks]
-    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
-    var = sum((x - mean_x) ** 2 for x in xs)
-    beta = (
-        0.0
-        if var == 0
-        else sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / var
-    )
-    beta = max(beta, 0.0)
-    return mean_y - beta * mean_x, beta
+    body = chunks[1:] if len(chunks) >= 3 else []
+    beta = 0.0
+    if body:
+        xs, ys = [c[0] for c in body], [c[1] for c in body]
+        mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+        var = sum((x - mean_x) ** 2 for x in xs)
+        if var > 0:
+            cov = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True))
+            beta = max(cov / var, 0.0)
+    last_x, last_y = chunks[-1]
+    return last_y - beta * last_x, beta
 
 
 class LocalSession:

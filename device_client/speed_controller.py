@@ -57,6 +57,10 @@ class DeviceProgress:
         return self.prompt_done >= self.prompt_total
 
 
+# A late estimate stalls the stream; an early one only slows it within Δmax: lean pessimistic.
+_SAFETY = 1.1
+
+
 def _cost(token_cost: tuple[float, float], start: int, end: int) -> float:
     """Seconds to prefill cache positions [start, end) at alpha + beta * position per token."""
     alpha, beta = token_cost
@@ -113,8 +117,8 @@ class SpeedController:
         # Count the remaining prefill from the last chunk's end, not from now: the in-flight chunk
         # is already under way (counting from now made the estimate a sawtooth, one tooth a chunk).
         start = now if progress.updated_at is None else min(progress.updated_at, now)
-        prompt_end = max(start + prefill_left, now)
-        absorb_end = absorb + tau_d if to_absorb else 0.0  # one more forward, at least a τd
+        prompt_end = max(start + _SAFETY * prefill_left, now)
+        absorb_end = _SAFETY * absorb + tau_d if to_absorb else 0.0  # one more forward
         return prompt_end + absorb_end + tau_d
 
     def interval(self, now: float, num_left: int, progress: DeviceProgress) -> float:
