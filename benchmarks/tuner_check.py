@@ -55,6 +55,7 @@ def measured(result: dict, settings: SplitSettings) -> dict[int, dict]:
             "ttft_s": _median([r["ttft_ms"] / 1e3 for r in reqs]),
             "cloud_busy_s": _median([r["cloud_busy_s"] for r in reqs]),
             "stall_rate": sum(stalls) / len(stalls),
+            "max_gap_s": _median([r["max_gap_ms"] / 1e3 for r in reqs if r["max_gap_ms"]]),
         }
     return out
 
@@ -100,7 +101,7 @@ def comparison_table(runs: dict[str, dict[int, dict]]) -> Table:
     table = Table(title="Tuned vs fixed budgets (pd medians per prompt length)")
     table.add_column("prompt", justify="right")
     for name in runs:
-        table.add_column(f"{name}: TTFT s / stalls / busy s", justify="right")
+        table.add_column(f"{name}: TTFT s / stalls / max gap s / busy s", justify="right")
     lengths = sorted({length for run in runs.values() for length in run})
     for length in lengths:
         cells = []
@@ -109,7 +110,8 @@ def comparison_table(runs: dict[str, dict[int, dict]]) -> Table:
             cells.append(
                 "-"
                 if m is None
-                else f"{m['ttft_s']:.2f} / {100 * m['stall_rate']:.0f}% / {m['cloud_busy_s']:.2f}"
+                else f"{m['ttft_s']:.2f} / {100 * m['stall_rate']:.0f}% / {m['max_gap_s']:.2f} / "
+                f"{m['cloud_busy_s']:.2f}"
             )
         table.add_row(str(length), *cells)
     return table
