@@ -134,14 +134,20 @@ def containers(deploy: dict) -> list[dict]:
 
 
 def test_every_object_validates_offline(rendered):
+    errors = []
     for obj in rendered:
+        where = f"{obj['kind']}/{obj['metadata']['name']}"
         crd_schema = CRD_SCHEMAS.get((obj["apiVersion"], obj["kind"]))
-        if crd_schema is not None:
-            jsonschema.validate(obj, crd_schema)
-            continue
-        for version in K8S_VERSIONS:
-            # strict: unknown fields (typos) fail too. A kind without a schema raises, never skips.
-            kubernetes_validate.validate(obj, version, strict=True)
+        try:
+            if crd_schema is not None:
+                jsonschema.validate(obj, crd_schema)
+                continue
+            for version in K8S_VERSIONS:
+                # strict: unknown fields (typos) fail too. A kind without a schema raises.
+                kubernetes_validate.validate(obj, version, strict=True)
+        except Exception as err:  # every validator's error becomes one readable failure line
+            errors.append(f"{where}: {err}")
+    assert errors == []
 
 
 def test_expected_objects_in_one_namespace(rendered):
