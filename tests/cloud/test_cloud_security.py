@@ -87,12 +87,18 @@ async def first_and_last(config: ClientConfig) -> tuple:
 @pytest.mark.parametrize("transport", ["http", "grpc"])
 def test_device_transports_send_the_key(secured_cloud, transport):
     url = secured_cloud.url(transport)
-    first, last = asyncio.run(first_and_last(ClientConfig(cloud_url=url, api_key=API_KEY)))
-    assert isinstance(first, FirstToken) and isinstance(last, End)
-    with pytest.raises(Unauthorized):
-        asyncio.run(first_and_last(ClientConfig(cloud_url=url, api_key="wrong")))
-    with pytest.raises(Unauthorized):
-        asyncio.run(first_and_last(ClientConfig(cloud_url=url)))
+
+    async def scenario() -> None:
+        # One event loop for all three: grpc.aio binds to the first loop it sees, and a fresh
+        # asyncio.run per call intermittently failed with "Internal error from Core".
+        first, last = await first_and_last(ClientConfig(cloud_url=url, api_key=API_KEY))
+        assert isinstance(first, FirstToken) and isinstance(last, End)
+        with pytest.raises(Unauthorized):
+            await first_and_last(ClientConfig(cloud_url=url, api_key="wrong"))
+        with pytest.raises(Unauthorized):
+            await first_and_last(ClientConfig(cloud_url=url))
+
+    asyncio.run(scenario())
 
 
 def test_grpc_without_key_is_unauthenticated_and_health_stays_open(secured_cloud):
