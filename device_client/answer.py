@@ -76,6 +76,9 @@ class Answer:
         self.handoff_index: int | None = None
         self.end_reason = "max_tokens"
         self.trace: list[tuple[float, str]] = []  # (seconds since start, what happened)
+        # (seconds since start, the controller's T̂own then, tokens left): one per token shown
+        # before the device's own, to check the estimate against when its first token came.
+        self.pacing_trace: list[tuple[float, float, int]] = []
         self.result: GenerationResult | None = None
         self._t0 = 0.0
 
@@ -107,6 +110,9 @@ class Answer:
             )
             if decision.action is Action.SHOW:
                 token_id, source = self._queue.popleft()
+                if source == "cloud" and self.mode is Mode.PD:
+                    own = self.controller.estimate_own_token(now, self._progress())
+                    self.pacing_trace.append((now - self._t0, own - self._t0, self._num_left()))
                 if token_id in self._lm.eos_token_ids:
                     self.end_reason = "eos"
                     return
