@@ -48,17 +48,20 @@ def run_display(
     max_gap = 0.0
     t = min(arrivals[0], prompt_done_s) if arrivals else prompt_done_s
     for _ in range(MAX_STEPS):
-        is_decoding = t >= prompt_done_s
-        if is_decoding:
+        handed_off = t >= prompt_done_s
+        if handed_off:
             arrived = m
         else:
             while arrived < budget and arrivals[arrived] <= t:
                 arrived += 1
-        own_ready = 1 if is_decoding and t >= own_at else 0
-        buffered = arrived - shown + own_ready
-        left = buffered if is_decoding else buffered + budget - arrived
-        done = prompt_total if is_decoding else int(prompt_total * t / prompt_done_s)
-        progress = DeviceProgress(prompt_total, done, arrived, 0.0, is_decoding)
+        # As in ``answer.py``: decoding starts once the received tokens are absorbed, so the
+        # controller keeps stretching the cloud tokens through the absorb.
+        is_decoding = t >= own_at
+        buffered = arrived - shown + (1 if is_decoding else 0)
+        left = buffered if handed_off else buffered + budget - arrived
+        done = prompt_total if handed_off else int(prompt_total * t / prompt_done_s)
+        to_absorb = 0 if is_decoding else arrived
+        progress = DeviceProgress(prompt_total, done, to_absorb, 0.0, is_decoding)
         decision = ctrl.decide(t, buffered, left, progress)
         if decision.action is Action.SHOW:
             if shown:
@@ -76,7 +79,7 @@ def run_display(
         for event in (prompt_done_s, own_at):
             if event > t:
                 t_next = min(t_next, event)
-        if not buffered and not is_decoding and arrived < budget:
+        if not buffered and not handed_off and arrived < budget:
             t_next = min(t_next, arrivals[arrived])
         if not math.isfinite(t_next):
             raise RuntimeError("display loop stuck: no token and no device event")

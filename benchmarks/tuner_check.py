@@ -117,6 +117,10 @@ def comparison_table(runs: dict[str, dict[int, dict]]) -> Table:
     return table
 
 
+app = typer.Typer(add_completion=False)
+
+
+@app.command()
 def main(
     settings: Path = typer.Option(..., help="the tuner's settings JSON (with predictions)"),
     tuned: Path = typer.Option(..., help="pdd bench result run with --settings SETTINGS"),
@@ -138,4 +142,4 @@ def main(
 
 
 if __name__ == "__main__":
-    typer.run(main)
+    app()

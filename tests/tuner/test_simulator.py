@@ -5,9 +5,11 @@ import pytest
 from tuner_profiles import fast_cloud, slow_device
 
 from benchmarks.sim_cloud import simulate_cloud
+from benchmarks.sim_display import run_display
 from benchmarks.simulator import Fleet, poisson_workload, simulate_mode
 from benchmarks.tuner import Slo, TuneConfig, tune
 from common.timing_model import NetworkProfile
+from device_client.speed_controller import PacingConfig
 
 
 def _fleet(settings, **kw) -> Fleet:
@@ -44,3 +46,14 @@ def test_cloud_slots_queue_requests_in_order():
     assert run.decode_end_at[0] == pytest.approx(prefill + 10 * step)
     assert run.first_token_at[1] == pytest.approx(2 * prefill + 10 * step)
     assert run.busy_s[0] == pytest.approx(prefill + 10 * step)
+
+
+def test_display_keeps_stretching_cloud_tokens_through_the_absorb():
+    """As in the client: decoding starts when the received tokens are absorbed, so the last
+    cloud tokens are spread over the absorb instead of drained at Δmin before it (0.5 s gap)."""
+    pacing = PacingConfig(min_interval_s=0.1, max_interval_s=0.3, decode_interval_s=0.1)
+    arrivals = [0.5 + 0.02 * i for i in range(10)]  # all 10 cloud tokens in by 0.7 s
+    result = run_display(pacing, arrivals, 300, prompt_done_s=3.0, absorb=lambda m: 0.5)
+    assert result.handoff_index == 10
+    assert result.own_shown_at == pytest.approx(3.5)
+    assert result.handoff_gap_s <= 0.3 + 1e-9
