@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import grpc
 import httpx
@@ -12,6 +13,11 @@ from httpx_sse import connect_sse
 from common.messages import End, FirstToken, GenerateRequest, Handoff, Token, parse_event
 from common.proto import pd_pb2_grpc
 from common.wire import event_from_proto, handoff_to_proto, request_to_proto
+
+# The secured cloud (conftest ``secured_cloud``): its key, operator settings and body limit.
+API_KEY = "test-key-1"
+SETTINGS = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "settings.json"
+MAX_BODY_BYTES = 8192
 
 STORY = "Once upon a time"  # raw: the model keeps telling the story, no early EOS
 

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from cloud_clients import API_KEY, MAX_BODY_BYTES, SETTINGS
 
 from device_client.embedded import EmbeddedCloud, start_cloud
-
-API_KEY = "test-key-1"
-SETTINGS = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "settings.json"
-MAX_BODY_BYTES = 8192
 
 
 @pytest.fixture(scope="session")

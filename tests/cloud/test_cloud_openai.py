@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import openai
 import pytest
-from conftest import API_KEY
+from cloud_clients import API_KEY
 
 from common.model import DEFAULT_MODEL
 

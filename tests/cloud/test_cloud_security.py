@@ -7,8 +7,7 @@ import asyncio
 import grpc
 import httpx
 import pytest
-from cloud_clients import story
-from conftest import API_KEY, MAX_BODY_BYTES, SETTINGS
+from cloud_clients import API_KEY, MAX_BODY_BYTES, SETTINGS, story
 
 from common.errors import Unauthorized
 from common.messages import End, FirstToken, GenerateRequest
