@@ -1,9 +1,12 @@
 """The simulated cloud: one engine with K slots, serial prefill, batched decode.
 
-Event-driven (heapq), one event per arrival, prefill end and decode end, so 100,000 requests
-take about a second. Model (nano-vllm-like, prefill first):
+Event-driven (heapq), a handful of events per request (arrival, prefill chunks, decode end), so
+100,000 requests take about a second. It mirrors ``cloud_server.scheduler``:
 - at most K requests admitted (prefilling or decoding); the rest wait in FIFO order;
-- one prefill at a time, Tpc(L) from the profile; decode pauses while it runs;
+- one prefill at a time, prefill first; decode pauses while a prefill forward runs;
+- chunked prefill (``chunk_tokens`` > 0): while requests decode, a prompt goes in chunks of that
+  many tokens (each ``extend_time`` from the profile) with one decode step between two chunks;
+  with nobody decoding the rest goes in one forward;
 - the B decoding requests each advance one token per step of s(B) = e0 + e1·B seconds, so a
   token counter V(t) with dV/dt = 1/s(B) tells when each request's last token is out.
 A request's cloud busy seconds are its prefill plus its share s(B)/B of each step it was in.
@@ -35,13 +38,14 @@ def simulate_cloud(
     num_tokens: np.ndarray,
     cloud: CloudProfile,
     slots: int,
+    chunk_tokens: int = 0,
 ) -> CloudRun:
     """``num_tokens[i]``: tokens request i gets (first included); 0 means it never uses the cloud."""
     n = len(arrivals)
     first = np.full(n, np.nan)
     end = np.full(n, np.nan)
     busy = np.zeros(n)
-    prefill = [cloud.prefill.time(int(x)) for x in prompt_lens]
+    cost = cloud.prefill.extend_time  # (tokens, context) -> seconds of one prefill forward
     e0, e1 = cloud.batch.e0, cloud.batch.e1
     order = [i for i in np.argsort(arrivals, kind="stable") if num_tokens[i] > 0]
     waiting: deque[int] = deque()
@@ -50,33 +54,53 @@ def simulate_cloud(
     share_at_start: dict[int, float] = {}
     t = v = share = busy_time = 0.0
     admitted, nxt = 0, 0
-    prefill_end, prefilling = np.inf, -1
+    prefilling = -1  # the request in prefill, or -1
+    done = chunk = 0  # its prompt tokens prefilled, and in the forward running now
+    in_forward = False  # a prefill forward runs (decode paused); else a decode step between
+    phase_end = np.inf  # end of that forward, or of the decode step between two chunks
+
+    def start_forward() -> None:
+        nonlocal chunk, in_forward, phase_end
+        left = int(prompt_lens[prefilling]) - done
+        chunk = min(chunk_tokens, left) if chunk_tokens > 0 and decoding else left
+        in_forward, phase_end = True, t + cost(chunk, done)
+
     while nxt < len(order) or prefilling >= 0 or to_prefill or decoding:
         if prefilling < 0 and to_prefill:
-            prefilling = to_prefill.popleft()
-            prefill_end = t + prefill[prefilling]
+            prefilling, done = to_prefill.popleft(), 0
+            start_forward()
         b = len(decoding)
         step = e0 + e1 * b
         t_arr = arrivals[order[nxt]] if nxt < len(order) else np.inf
-        t_dec = t + (decoding[0][0] - v) * step if decoding and prefilling < 0 else np.inf
-        t_next = min(t_arr, prefill_end, t_dec)
+        t_dec = t + (decoding[0][0] - v) * step if decoding and not in_forward else np.inf
+        t_next = min(t_arr, phase_end, t_dec)
         dt = t_next - t
         if prefilling >= 0 or b:
             busy_time += dt
-        if prefilling < 0 and b:
+        if in_forward:
+            busy[prefilling] += dt
+        elif b:
             v += dt / step
             share += dt / b
         t = t_next
-        if t_next == prefill_end:
-            r, prefilling, prefill_end = prefilling, -1, np.inf
+        if t_next == phase_end and in_forward:
+            done += chunk
+            if done < prompt_lens[prefilling]:  # more chunks: one decode step first
+                if decoding:
+                    in_forward, phase_end = False, t + step
+                else:
+                    start_forward()
+                continue
+            r, prefilling, in_forward, phase_end = prefilling, -1, False, np.inf
             first[r] = t
-            busy[r] += prefill[r]
             if num_tokens[r] > 1:
                 heapq.heappush(decoding, (v + num_tokens[r] - 1, r))
                 share_at_start[r] = share
             else:
                 end[r] = t
                 admitted -= 1
+        elif t_next == phase_end:  # the decode step between two chunks is over
+            start_forward()
         elif t_next == t_dec:
             _, r = heapq.heappop(decoding)
             end[r] = t

@@ -55,6 +55,7 @@ class Fleet:
     slo_ttft_s: float
     slo_tpot_s: float
     percentile: float = 90.0
+    prefill_chunk_tokens: int = 512  # the engine's chunked prefill (0: whole prompts first)
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,7 @@ def _run_cloud(work: Workload, num_tokens: np.ndarray, fleet: Fleet):
         num_tokens,
         fleet.cloud,
         fleet.slots,
+        fleet.prefill_chunk_tokens,
     )
 
 
@@ -274,6 +276,9 @@ def simulate_command(
     device_profiles: str = typer.Option(..., help="comma-separated device profile JSONs"),
     cloud_profile: Path = typer.Option(..., help="cloud profile JSON"),
     cloud_slots: int = typer.Option(8, min=1, help="K: requests the cloud runs at once"),
+    prefill_chunk_tokens: int = typer.Option(
+        512, min=0, help="the engine's chunked prefill, as `pdd serve` (0: whole prompts)"
+    ),
     trace: Path = typer.Option(None, help="Mooncake JSONL trace (arrivals and lengths)"),
     request_rate: float = typer.Option(None, help="Poisson arrivals per second"),
     input_lens: str = typer.Option("256,512,1024", help="prompt lengths drawn uniformly (Poisson)"),
@@ -311,6 +316,7 @@ def simulate_command(
         split,
         devices,
         slots=cloud_slots,
+        prefill_chunk_tokens=prefill_chunk_tokens,
         slo_ttft_s=ttft_s or d_ttft,
         slo_tpot_s=tpot_s or d_tpot,
         percentile=percentile,

@@ -57,6 +57,9 @@ def serve(
     max_concurrent: int = typer.Option(4, help="requests served at once; more are rejected"),
     max_queue: int = typer.Option(0, help="requests that may wait for a slot; 0 rejects at once"),
     max_prompt_tokens: int = typer.Option(0, help="longest prompt accepted; 0: model context"),
+    prefill_chunk_tokens: int = typer.Option(
+        512, min=0, help="prompt tokens prefilled between two decode rounds; 0: whole prompts first"
+    ),
     log_level: str = typer.Option("info", help="debug | info | warning | error"),
     settings: str = typer.Option(None, help="SplitSettings JSON, served at GET /v1/pd/settings"),
     api_key_file: str = typer.Option(
@@ -79,6 +82,7 @@ def serve(
             max_concurrent_requests=max_concurrent,
             max_queue=max_queue,
             max_prompt_tokens=max_prompt_tokens or None,
+            prefill_chunk_tokens=prefill_chunk_tokens,
         ),
         security=security_config(api_key_file, max_body_bytes),
         settings_path=settings,

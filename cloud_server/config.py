@@ -18,12 +18,18 @@ class EngineConfig:
     max_prompt_tokens: int | None = None  # None: the model's context length minus one
     retry_after_s: float = 1.0  # hint sent with an overload rejection (HTTP Retry-After)
     num_recent_ids: int = 1024  # finished request ids remembered, so a late handoff is not a 404
+    # Chunked prefill: while requests are decoding, at most this many prompt tokens are
+    # prefilled between two decode rounds, so a long prompt pauses the others' streams for one
+    # chunk, not its whole prefill. 0: whole prompts, prefill first.
+    prefill_chunk_tokens: int = 512
 
     def __post_init__(self) -> None:
         if self.max_concurrent_requests < 1:
             raise ValueError("max_concurrent_requests must be at least 1")
         if self.max_queue < 0:
             raise ValueError("max_queue must be >= 0")
+        if self.prefill_chunk_tokens < 0:
+            raise ValueError("prefill_chunk_tokens must be >= 0 (0: no chunking)")
         if self.max_prompt_tokens is not None and self.max_prompt_tokens < 1:
             raise ValueError("max_prompt_tokens must be at least 1")
 

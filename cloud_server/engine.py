@@ -192,17 +192,20 @@ class Engine:
             assert seq.stop_reason is not None
             self._finish(seq, seq.stop_reason, seq.stop_message)
         if step.kind is StepKind.PREFILL:
-            self._prefill(step.seqs[0])
+            self._prefill(step.seqs[0], *step.prefill_range)
         elif step.kind is StepKind.DECODE:
             self._decode(step.seqs)
 
-    def _prefill(self, seq: Sequence) -> None:
-        seq.prefill_start_s = self._clock.now()
+    def _prefill(self, seq: Sequence, start: int, end: int) -> None:
+        if start == 0:
+            seq.prefill_start_s = self._clock.now()
         try:
-            out = self.runner.prefill(seq)
+            out = self.runner.prefill(seq, start, end)
         except Exception as err:  # a model failure ends this request, never the server
             self._fail([seq], err)
             return
+        if out is None:
+            return  # more chunks to come
         seq.prefill_end_s = self._clock.now()
         if out.keep_set is not None:
             seq.mailbox.put(out.keep_set)  # before the first token, as the device expects

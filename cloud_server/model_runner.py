@@ -1,6 +1,7 @@
-"""The model seam: prefill one sequence, decode a round of sequences.
+"""The model seam: prefill one sequence (whole or a chunk), decode a round of sequences.
 
-Prefill runs per request into the request's own cache (refinement hooks see one prompt). Decode
+Prefill runs per request into the request's own cache (refinement hooks see one prompt, which the
+scheduler therefore never chunks); a chunk continues the cache at its true positions. Decode
 runs every running sequence in one forward through ``DecodeBatch``; sampling stays per row with
 ``sample_token(logits, params, index)``, so a batched answer equals the unbatched one.
 """
@@ -31,19 +32,25 @@ class ModelRunner:
         self.refiner = Refiner(loaded.model, tokenizer=loaded.tokenizer)
         self.batch = DecodeBatch(loaded.model)
 
-    def prefill(self, seq: Sequence) -> PrefillOutput:
-        """Fill ``seq``'s cache with its prompt and sample the first token."""
+    def prefill(self, seq: Sequence, start: int, end: int) -> PrefillOutput | None:
+        """Put prompt positions [start, end) into ``seq``'s cache; after the last chunk, sample
+        the first token (None before it)."""
         model = self.loaded.model
-        seq.kv = new_cache(model)
-        positions = list(range(seq.num_prompt_tokens))
+        if start == 0:
+            seq.kv = new_cache(model)
+        ids, positions = seq.prompt_ids[start:end], list(range(start, end))
         ratio = seq.request.refine_ratio
         keep_set = None
         if ratio > 0:
+            assert (start, end) == (0, seq.num_prompt_tokens), "refinement needs the whole prompt"
             with self.refiner.capture(ratio) as cap:
-                logits = forward_tokens(model, seq.prompt_ids, positions, seq.kv)
+                logits = forward_tokens(model, ids, positions, seq.kv)
             keep_set = cap.keep_set(seq.prompt_ids, ratio)
         else:
-            logits = forward_tokens(model, seq.prompt_ids, positions, seq.kv)
+            logits = forward_tokens(model, ids, positions, seq.kv)
+        if end < seq.num_prompt_tokens:
+            self.loaded.platform.synchronize()
+            return None
         token_id = sample_token(logits, seq.request.sampling, index=0)
         self.loaded.platform.synchronize()
         return PrefillOutput(token_id=token_id, keep_set=keep_set)

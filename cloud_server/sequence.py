@@ -32,7 +32,7 @@ class Mailbox:
 
 class SequenceStatus(Enum):
     QUEUED = auto()  # accepted, waiting for a free slot (only when max_queue > 0)
-    WAITING = auto()  # holds a slot, prefill not run yet
+    WAITING = auto()  # holds a slot, prefill not (fully) run yet
     RUNNING = auto()  # prefilled, decoding
     FINISHED = auto()
 
@@ -55,6 +55,7 @@ class Sequence:
     stop_reason: EndReason | None = None  # asked for by handoff / cancel / shutdown
     stop_message: str = ""
     kv: Any = None  # owned by the model runner
+    num_prefilled: int = 0  # prompt tokens scheduled into the KV cache so far (chunked prefill)
 
     @property
     def request_id(self) -> str:
@@ -63,6 +64,15 @@ class Sequence:
     @property
     def num_prompt_tokens(self) -> int:
         return len(self.prompt_ids)
+
+    @property
+    def is_prefilled(self) -> bool:
+        return self.num_prefilled >= self.num_prompt_tokens
+
+    @property
+    def needs_whole_prompt(self) -> bool:
+        """Refinement scores the whole prompt's attention in one forward: no chunks."""
+        return self.request.refine_ratio > 0
 
     @property
     def num_tokens(self) -> int:

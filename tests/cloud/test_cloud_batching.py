@@ -111,3 +111,32 @@ def test_batch_length_shrinks_after_long_row_leaves(engine):
 
     before, after = asyncio.run(body())
     assert after < before - 30, "leading padding columns were trimmed"
+
+
+def test_chunked_prefill_lets_others_decode_and_changes_no_token(loaded_model):
+    """A long prompt arriving while another request decodes is prefilled in chunks with decode
+    rounds between them, and both answers are the tokens each gives alone."""
+    long_prompt = "The history of the printing press begins " + " ".join(["again"] * 40)
+    short, long = make_request(PROMPTS[0]), make_request(long_prompt, max_tokens=6, cloud_tokens=5)
+    engine = Engine(loaded_model, EngineConfig(max_concurrent_requests=4, prefill_chunk_tokens=16))
+    alone = [run_alone(engine, r) for r in (short, long)]
+    steps: list[str] = []
+    runner = engine.runner
+    prefill, decode = runner.prefill, runner.decode
+    runner.prefill = lambda seq, a, b: (steps.append(f"P{b - a}"), prefill(seq, a, b))[1]
+    runner.decode = lambda seqs: (steps.append(f"D{len(seqs)}"), decode(seqs))[1]
+
+    async def body() -> list[list[int]]:
+        streams = [engine.submit(make_request(PROMPTS[0]))]
+        engine.step()  # the short prompt's prefill: it decodes from now on
+        streams.append(engine.submit(make_request(long_prompt, max_tokens=6, cloud_tokens=5)))
+        drive(engine)
+        return [token_ids(await collect(s)) for s in streams]
+
+    assert asyncio.run(body()) == alone
+    num_long = len(loaded_model.encode(long_prompt, raw=True))
+    chunks = [int(s[1:]) for s in steps[1:] if s.startswith("P")]
+    assert sum(chunks) == num_long and len(chunks) >= 3 and max(chunks) <= 16
+    # Every chunk but the last is followed by a decode round of the short request alone.
+    after = [steps[i + 1] for i, s in enumerate(steps[:-1]) if i > 0 and s.startswith("P")]
+    assert after[:-1] == ["D1"] * (len(chunks) - 1) and after[-1] == "D2"

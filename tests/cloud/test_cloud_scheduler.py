@@ -83,3 +83,44 @@ def test_stopped_request_leaves_at_the_next_step(loop):
     assert step.stopped == [a]
     assert step.seqs == [b]
     assert sched.find("a") is None and a.status is SequenceStatus.FINISHED
+
+
+def make_long_seq(loop, request_id: str, num_prompt: int, refine_ratio: float = 0.0) -> Sequence:
+    seq = make_seq(loop, request_id)
+    seq.prompt_ids = list(range(num_prompt))
+    seq.request = seq.request.model_copy(update={"refine_ratio": refine_ratio})
+    return seq
+
+
+def test_long_prefill_is_chunked_between_decode_rounds(loop):
+    sched = Scheduler(EngineConfig(max_concurrent_requests=4, prefill_chunk_tokens=4))
+    a, b = make_seq(loop, "a"), make_long_seq(loop, "b", 10)
+    sched.add(a, now=0.0)
+    assert sched.schedule(now=0.0).prefill_range == (0, 3)  # nobody decodes: whole prompt
+    sched.add(b, now=0.0)
+    # a decodes, so b's 10 tokens go in 4-token chunks with a decode round after each.
+    plan = []
+    for _ in range(7):
+        step = sched.schedule(now=0.0)
+        plan.append((step.kind, step.prefill_range if step.kind is StepKind.PREFILL else None))
+    assert plan == [
+        (StepKind.DECODE, None),  # a's prefill left 1 token of budget: no sliver chunk
+        (StepKind.PREFILL, (0, 4)),
+        (StepKind.DECODE, None),
+        (StepKind.PREFILL, (4, 8)),
+        (StepKind.DECODE, None),
+        (StepKind.PREFILL, (8, 10)),
+        (StepKind.DECODE, None),
+    ]
+    assert b.status is SequenceStatus.RUNNING and sched.running == [a, b]
+
+
+def test_a_refine_prompt_is_never_chunked(loop):
+    sched = Scheduler(EngineConfig(max_concurrent_requests=4, prefill_chunk_tokens=4))
+    a, b = make_seq(loop, "a"), make_long_seq(loop, "b", 10, refine_ratio=0.5)
+    sched.add(a, now=0.0)
+    sched.schedule(now=0.0)
+    sched.add(b, now=0.0)
+    assert sched.schedule(now=0.0).kind is StepKind.DECODE  # a round first, then all of b
+    step = sched.schedule(now=0.0)
+    assert (step.kind, step.prefill_range) == (StepKind.PREFILL, (0, 10))
