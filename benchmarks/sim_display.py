@@ -62,7 +62,9 @@ def run_display(
         done = prompt_total if handed_off else int(prompt_total * t / prompt_done_s)
         to_absorb = 0 if is_decoding else arrived
         progress = DeviceProgress(prompt_total, done, to_absorb, 0.0, is_decoding)
-        decision = ctrl.decide(t, buffered, left, progress)
+        seen = arrived - 1  # the cloud's measured time per token, as the client measures it
+        pace = (arrivals[arrived - 1] - arrivals[0]) / seen if seen > 0 else None
+        decision = ctrl.decide(t, buffered, left, progress, pace)
         if decision.action is Action.SHOW:
             if shown:
                 max_gap = max(max_gap, t - last_shown)

@@ -64,6 +64,7 @@ class Answer:
         self._detok = Detokenizer(lm.tokenizer)
         self._received: list[int] = []  # cloud token ids, by answer index
         self._next_cloud_index = 0  # the index the next cloud token must carry
+        self._received_span = (0.0, 0.0)  # when the first and the latest cloud token came
         self._queue: deque[tuple[int, Source]] = deque()  # ready to show
         self.tokens: list[DisplayedToken] = []
         self._wake = asyncio.Event()  # the display loop: something changed
@@ -107,7 +108,7 @@ class Answer:
                 return
             now = time.monotonic()
             decision = self.controller.decide(
-                now, len(self._queue), self._num_left(), self._progress()
+                now, len(self._queue), self._num_left(), self._progress(), self._cloud_pace()
             )
             if decision.action is Action.SHOW:
                 token_id, source = self._queue.popleft()
@@ -140,6 +141,13 @@ class Answer:
         to_absorb = len(self._received) - self.session.absorbed
         is_decoding = self.handoff_index is not None and to_absorb <= 0
         return self.session.progress(max(to_absorb, 0), is_decoding)
+
+    def _cloud_pace(self) -> float | None:
+        """Seconds per cloud token so far (first to latest received); None before two."""
+        if len(self._received) < 2:
+            return None
+        first, latest = self._received_span
+        return (latest - first) / (len(self._received) - 1)
 
     def _num_left(self) -> int:
         """Tokens to show before the device's own: queued plus cloud tokens still due."""
@@ -264,6 +272,8 @@ class Answer:
             # usage report: a test flaked on it about one run in four).
             self._next_cloud_index += 1
             if self.handoff_index is None:  # past the handoff, cloud tokens are dropped
+                now = time.monotonic()
+                self._received_span = (self._received_span[0] if self._received else now, now)
                 self._received.append(event.token_id)
                 self._queue.append((event.token_id, "cloud"))
         else:

@@ -100,11 +100,11 @@ class SpeedController:
                 return progress.prompt_done / elapsed
         return self.config.prefill_rate_tok_s
 
-    def estimate_own_token(self, now: float, progress: DeviceProgress) -> float:
-        """T̂own: when the device's first own token will be ready (inf if it cannot tell yet)."""
+    def _estimates(self, now: float, progress: DeviceProgress) -> tuple[float, float]:
+        """(when the prompt prefill ends, T̂own); inf where it cannot tell yet."""
         tau_d = self.config.decode_interval_s
         if progress.is_decoding:
-            return now
+            return now, now
         done, total, to_absorb = progress.prompt_done, progress.prompt_total, progress.to_absorb
         if progress.token_cost is not None:
             prefill_left = _cost(progress.token_cost, done, total)
@@ -112,31 +112,57 @@ class SpeedController:
         else:
             rate = self.prefill_rate(now, progress)
             if rate is None:
-                return math.inf
+                return math.inf, math.inf
             prefill_left, absorb = (total - done) / rate, to_absorb / rate
         # Count the remaining prefill from the last chunk's end, not from now: the in-flight chunk
         # is already under way (counting from now made the estimate a sawtooth, one tooth a chunk).
         start = now if progress.updated_at is None else min(progress.updated_at, now)
         prompt_end = max(start + _SAFETY * prefill_left, now)
         absorb_end = _SAFETY * absorb + tau_d if to_absorb else 0.0  # one more forward
-        return prompt_end + absorb_end + tau_d
+        return prompt_end, prompt_end + absorb_end + tau_d
 
-    def interval(self, now: float, num_left: int, progress: DeviceProgress) -> float:
-        """Δ before the next token, given ``num_left`` cloud tokens still to show."""
+    def estimate_own_token(self, now: float, progress: DeviceProgress) -> float:
+        """T̂own: when the device's first own token will be ready (inf if it cannot tell yet)."""
+        return self._estimates(now, progress)[1]
+
+    def interval(
+        self,
+        now: float,
+        num_left: int,
+        progress: DeviceProgress,
+        num_buffered: int | None = None,
+        arrival_interval_s: float | None = None,
+    ) -> float:
+        """Δ before the next token, given ``num_left`` cloud tokens still to show (of which
+        ``num_buffered`` are here; the rest arrive every ``arrival_interval_s``, as measured)."""
         cfg = self.config
         if progress.is_decoding:
             return cfg.min_interval_s
-        until_own = self.estimate_own_token(now, progress) - now
+        prompt_end, own = self._estimates(now, progress)
+        if num_buffered is not None and arrival_interval_s and math.isfinite(prompt_end):
+            # The device hands off when its prompt is done and drops later cloud tokens: only
+            # those arriving before then can fill the wait. Counting all of them let a slowly
+            # fed display run dry before the absorb.
+            arriving = int(max(prompt_end - now, 0.0) / arrival_interval_s)
+            num_left = num_buffered + min(num_left - num_buffered, arriving)
+        until_own = own - now
         return min(max(until_own / max(num_left, 1), cfg.min_interval_s), cfg.max_interval_s)
 
     def decide(
-        self, now: float, num_buffered: int, num_left: int, progress: DeviceProgress
+        self,
+        now: float,
+        num_buffered: int,
+        num_left: int,
+        progress: DeviceProgress,
+        arrival_interval_s: float | None = None,
     ) -> Decision:
         """``num_buffered``: tokens ready to show; ``num_left``: those plus the cloud tokens
-        still expected before the device's own."""
+        still expected before the device's own; ``arrival_interval_s``: the cloud's measured
+        time per token so far (None: assume they all arrive in time)."""
         if not num_buffered:
             return Decision(Action.WAIT, math.inf)
         if self.last_shown_at is None:
             return Decision(Action.SHOW)  # the first token goes out at once
-        due = self.last_shown_at + self.interval(now, num_left, progress)
+        delta = self.interval(now, num_left, progress, num_buffered, arrival_interval_s)
+        due = self.last_shown_at + delta
         return Decision(Action.SHOW) if now >= due else Decision(Action.WAIT, due - now)

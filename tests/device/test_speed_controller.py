@@ -148,3 +148,21 @@ def test_the_estimate_integrates_the_growing_cost():
     absorb = 0.010 * 100 + 0.5 * 3e-6 * (2100**2 - 2000**2)
     expected = SAFETY * absorb + 2 * PACING.decode_interval_s
     assert ctrl.estimate_own_token(0.0, absorbing) == pytest.approx(expected)
+
+
+def test_a_slowly_fed_display_counts_only_the_tokens_arriving_before_the_handoff():
+    """Cloud tokens arriving after the device's prompt is done are dropped, so they cannot fill
+    the wait: with the cloud slower than the display, the controller holds tokens back."""
+    pacing = PacingConfig(
+        min_interval_s=0.05, max_interval_s=1.0, decode_interval_s=0.05, prefill_rate_tok_s=100.0
+    )
+    ctrl = SpeedController(pacing)
+    # 100 prompt tokens left at 100 tok/s: the prompt ends at 1.1 s, T̂own 1.15 s.
+    progress = DeviceProgress(prompt_total=200, prompt_done=100, updated_at=0.0)
+    own = SAFETY * 1.0 + 0.05
+    assert ctrl.interval(0.0, 21, progress) == pytest.approx(own / 21)  # all 20 due count
+    # A token every 0.5 s: 2 more arrive before the prompt ends, not 20.
+    slow = ctrl.interval(0.0, 21, progress, num_buffered=1, arrival_interval_s=0.5)
+    assert slow == pytest.approx(own / 3)
+    fast = ctrl.interval(0.0, 21, progress, num_buffered=1, arrival_interval_s=0.01)
+    assert fast == pytest.approx(own / 21)  # the cloud keeps up: nothing changes

@@ -57,3 +57,13 @@ def test_display_keeps_stretching_cloud_tokens_through_the_absorb():
     assert result.handoff_index == 10
     assert result.own_shown_at == pytest.approx(3.5)
     assert result.handoff_gap_s <= 0.3 + 1e-9
+
+
+def test_display_holds_tokens_back_when_the_cloud_is_slower_than_the_display():
+    """A token every 0.25 s while the device's prompt ends at 3 s: the controller keeps a
+    reserve for the absorb instead of showing each token as it comes (a 0.45 s gap before)."""
+    pacing = PacingConfig(min_interval_s=0.1, max_interval_s=0.3, decode_interval_s=0.1)
+    arrivals = [0.5 + 0.25 * i for i in range(20)]  # 11 of them before the prompt is done
+    result = run_display(pacing, arrivals, 300, prompt_done_s=3.0, absorb=lambda m: 0.5)
+    assert result.handoff_index == 11
+    assert result.max_gap_s <= 0.3 + 1e-9
