@@ -11,6 +11,8 @@ cloud tokens it has, so the stream does not stall at the handoff:
 
     Δ = clamp((T̂own - now) / tokens_left, Δmin, Δmax)
     T̂own = now + (prompt tokens left) / r̂ + absorb(received) + τ̂d
+    tokens_left = buffered + the due cloud tokens that arrive before the prompt is done
+                  (at the cloud's measured seconds per token; later ones are dropped)
 
 r̂ is the device's measured prefill rate (its latest chunk; a profile prior until one is timed). Δmax
 is the TPOT target; Δmin sits near the device's own τd, so the rhythm does not change at the
