@@ -25,7 +25,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from cloud_server.refine import Refiner, num_kept
+from cloud_server.refine import RefineConfig, Refiner, num_kept
 from common.forward import forward_tokens, new_cache
 from common.model import LoadedModel, load_model
 from common.platform import set_threads
@@ -294,7 +294,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--rtt-ms", type=float, default=50.0)
     p.add_argument("--quick", action="store_true", help="4 prompts, 24 new tokens, 1 repeat")
     p.add_argument("--save-result", type=Path, default=None, help="write the JSON here")
+    defaults = RefineConfig()
+    p.add_argument("--window", type=int, default=defaults.window, help="W: scoring queries")
+    p.add_argument("--pool-kernel", type=int, default=defaults.pool_kernel, help="odd width")
+    p.add_argument(
+        "--score-layers", default=None, help="comma-separated layer indices (default: 4 spread)"
+    )
     args = p.parse_args(argv)
+    if args.pool_kernel < 1 or args.pool_kernel % 2 == 0:
+        p.error("--pool-kernel must be a positive odd number")
+    if args.score_layers is not None:
+        try:
+            args.score_layers = tuple(int(x) for x in args.score_layers.split(","))
+        except ValueError:
+            p.error(f"--score-layers {args.score_layers!r}: give layer numbers like 20,23,26,29")
     if args.quick:
         args.limit, args.max_new_tokens, args.repeats = args.limit or 4, 24, 1
     return args
@@ -305,7 +318,8 @@ def main(argv=None) -> dict:
     console = Console(width=150)  # the table stays readable in logs and pipes
     set_threads(args.threads)
     loaded = load_model(args.model)
-    refiner = Refiner(loaded.model, loaded.tokenizer)
+    config = RefineConfig(args.score_layers, window=args.window, pool_kernel=args.pool_kernel)
+    refiner = Refiner(loaded.model, loaded.tokenizer, config)
     prompts = mixed_order(load_prompts())[: args.limit]
     overhead = scoring_overhead(loaded, refiner, 1024, max(args.repeats, 3))
     timing = prefill_saving(loaded, refiner, 2048, args.ratios, args.repeats)
