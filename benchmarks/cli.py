@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import typer
 
-from benchmarks.bench import bench_command
-from benchmarks.profile import profile_command
-from benchmarks.simulator import simulate_command
-from benchmarks.tuner import tune_command
+from benchmarks.bench.command import bench_command
+from benchmarks.planner.profile import profile_command
+from benchmarks.planner.simulator import simulate_command
+from benchmarks.planner.tuner import tune_command
 from cloud_server.cli import gateway as cloud_gateway
 from cloud_server.cli import serve as cloud_serve
 from device_client.cli import generate

@@ -4,7 +4,7 @@ Each step is either one prefill (new requests first, so TTFT stays low) or one d
 every running sequence. With chunked prefill (``prefill_chunk_tokens``), while any request is
 decoding at most that many prompt tokens are prefilled between two decode rounds: a long prompt
 then pauses the others' streams for one chunk, not for its whole prefill (measured with
-``benchmarks/chunked_prefill.py``, 2 threads: a 2k-token prompt paused 4 streams for 3.7 s whole,
+``benchmarks/studies/chunked_prefill.py``, 2 threads: a 2k-token prompt paused 4 streams for 3.7 s whole,
 1.4 s in 512-token chunks). With nobody decoding, the whole prompt goes in one forward. Requests asked to stop (handoff, cancel, shutdown) leave at the
 next step.
 """

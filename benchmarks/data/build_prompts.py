@@ -4,7 +4,7 @@
 
 Each prompt is a corpus passage (cut at sentence ends) and a task. ``needle`` prompts insert one
 invented fact sentence at a chosen depth and ask about it; ``summary`` prompts ask for a summary.
-The texts are not stored, only where they come from (``benchmarks.refine_quality.load_prompts``
+The texts are not stored, only where they come from (``benchmarks.studies.refine_quality.load_prompts``
 rebuilds them); ``num_tokens`` is the SmolLM2 length after the chat template.
 """
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.metrics import (
+from benchmarks.bench.metrics import (
     RequestRecord,
     busy_duration_s,
     cloud_throughput_gain,
@@ -14,7 +14,7 @@ from benchmarks.metrics import (
     record_from_result,
     summarize,
 )
-from benchmarks.report import check_targets
+from benchmarks.bench.report import check_targets
 from device_client.types import DisplayedToken, GenerationResult, Mode
 
 

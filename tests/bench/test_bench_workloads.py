@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.workloads import (
+from benchmarks.bench.workloads import (
     BenchRequest,
     PromptMaker,
     arrival_offsets,

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from benchmarks.data.refine_prompts import load_prompts
-from benchmarks.refine_quality import agreement, rouge_l
+from benchmarks.studies.refine_quality import agreement, rouge_l
 
 DATA = Path(__file__).parents[2] / "benchmarks" / "data"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.refine_quality import parse_args
+from benchmarks.studies.refine_quality import parse_args
 
 
 def test_sweep_flags_reach_the_args_and_an_even_pool_is_refused(capsys):

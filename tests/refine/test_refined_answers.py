@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from benchmarks.refine_quality import device_run
+from benchmarks.studies.refine_quality import device_run
 
 NUM_NEW = 12
 ANSWER = "orange"  # the needle of conftest.needle_prompt_text

@@ -22,7 +22,7 @@ def profile_files(tmp_path: Path) -> tuple[Path, Path]:
 @pytest.fixture
 def quality_file(tmp_path: Path) -> Path:
     path = tmp_path / "refine_quality.json"
-    # The shape ``python -m benchmarks.refine_quality --save-result`` writes.
+    # The shape ``python -m benchmarks.studies.refine_quality --save-result`` writes.
     rows = [
         {"method": method, "refine_ratio": ratio, "agreement_32": agreement}
         for ratio, agreement in ((0.25, 0.97), (0.5, 0.92), (0.75, 0.70))

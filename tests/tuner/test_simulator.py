@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from tuner_profiles import fast_cloud, slow_device
 
-from benchmarks.sim_cloud import simulate_cloud
-from benchmarks.sim_display import run_display
-from benchmarks.simulator import Fleet, poisson_workload, simulate_mode
-from benchmarks.tuner import Slo, TuneConfig, tune
+from benchmarks.planner.sim_cloud import simulate_cloud
+from benchmarks.planner.sim_display import run_display
+from benchmarks.planner.simulator import Fleet, poisson_workload, simulate_mode
+from benchmarks.planner.tuner import Slo, TuneConfig, tune
 from common.timing_model import NetworkProfile
 from device_client.speed_controller import PacingConfig
 

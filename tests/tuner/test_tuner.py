@@ -3,8 +3,15 @@ from __future__ import annotations
 import pytest
 from tuner_profiles import fast_cloud, slow_device
 
-from benchmarks.tuner import PLAN_FACTOR, STRETCH_FACTOR, InfeasibleError, Slo, TuneConfig, tune
-from benchmarks.tuning_inputs import load_quality
+from benchmarks.planner.tuner import (
+    PLAN_FACTOR,
+    STRETCH_FACTOR,
+    InfeasibleError,
+    Slo,
+    TuneConfig,
+    tune,
+)
+from benchmarks.planner.tuning_inputs import load_quality
 from common.settings import SplitSettings
 from common.timing_model import NetworkProfile, catch_up_time, ttft_pd
 

@@ -137,7 +137,7 @@ def _device_model(opts) -> VirtualDeviceModel:
 
 def run_virtual_devices(opts, console) -> dict:
     """The cloud load mode of ``pdd bench``: cloud-only then pd, M devices each."""
-    from .bench import cloud_url, load_device_model, load_requests
+    from .command import cloud_url, load_device_model, load_requests
     from .report import print_mode, save_result
 
     device = _device_model(opts)

@@ -1,6 +1,6 @@
 """Prompt refinement: what it saves on the device and what it costs in answer quality.
 
-    python -m benchmarks.refine_quality [--quick] [--save-result out.json]
+    python -m benchmarks.studies.refine_quality [--quick] [--save-result out.json]
 
 For each prompt of ``benchmarks/data/prompts.json``: the cloud prefill runs once under
 ``Refiner.capture()``; the device then prefills all tokens (the reference answer) and, for each
@@ -25,12 +25,12 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.data.refine_prompts import Prompt, load_prompts, mixed_order
 from cloud_server.refine import RefineConfig, Refiner, num_kept
 from common.forward import forward_tokens, new_cache
 from common.model import LoadedModel, load_model
 from common.platform import set_threads
 
-from .data.refine_prompts import Prompt, load_prompts, mixed_order
 from .refine_timing import (
     apply_prefill_curve,
     prefill_curve,

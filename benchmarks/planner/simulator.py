@@ -1,9 +1,9 @@
 """``pdd simulate``: a fleet of heterogeneous devices against one cloud with K slots.
 
 Modes: cloud-only (the cloud streams the whole answer), device-only, pd (the tuned settings:
-per bucket N, refine ratio, pacing). The cloud is simulated once per mode (benchmarks.sim_cloud);
+per bucket N, refine ratio, pacing). The cloud is simulated once per mode (benchmarks.planner.sim_cloud);
 each pd request's display then runs the product SpeedController in simulated time
-(benchmarks.sim_display). The largest request rate each mode sustains under the SLO is found by
+(benchmarks.planner.sim_display). The largest request rate each mode sustains under the SLO is found by
 doubling then bisecting the Poisson rate; its pd / cloud-only ratio is the cloud throughput gain.
 """
 
@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from benchmarks.sim_cloud import simulate_cloud
-from benchmarks.sim_display import run_display
-from benchmarks.tuning_inputs import parse_slo
-from benchmarks.workloads import load_trace
+from benchmarks.bench.workloads import load_trace
+from benchmarks.planner.sim_cloud import simulate_cloud
+from benchmarks.planner.sim_display import run_display
+from benchmarks.planner.tuning_inputs import parse_slo
 from common.settings import SplitSettings
 from common.timing_model import (
     CloudProfile,

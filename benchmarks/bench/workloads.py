@@ -17,7 +17,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-CORPUS_PATH = Path(__file__).parent / "data" / "corpus.txt"
+CORPUS_PATH = Path(__file__).parents[1] / "data" / "corpus.txt"
 TASK = "\n\nRetell the passage above in your own words, in detail."
 _MIN_PASSAGE_TOKENS = 1
 

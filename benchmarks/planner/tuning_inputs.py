@@ -6,7 +6,7 @@ import json
 import statistics
 from pathlib import Path
 
-from benchmarks.workloads import load_trace
+from benchmarks.bench.workloads import load_trace
 
 DEFAULT_OUTPUT_LEN = 256
 
@@ -28,7 +28,7 @@ def parse_slo(text: str) -> tuple[float | None, float | None]:
 
 
 def load_quality(path: str | Path) -> dict[float, float]:
-    """Per-ratio quality from ``python -m benchmarks.refine_quality --save-result``.
+    """Per-ratio quality from ``python -m benchmarks.studies.refine_quality --save-result``.
 
     Quality is the attention method's first-32-token greedy agreement with the unrefined answer
     (``summary`` rows with ``method == "attention"``); ratio 0 is 1.0 by definition.

@@ -1,6 +1,6 @@
 """Engine scaling: batched decode throughput (8 concurrent vs 1) and TTFT under decode load.
 
-    python -m benchmarks.engine_scaling [--threads 2] [--num-concurrent 8] [--decode-tokens 48]
+    python -m benchmarks.studies.engine_scaling [--threads 2] [--num-concurrent 8] [--decode-tokens 48]
 
 Runs the real engine (worker thread, real model) in this process. Decode throughput is measured
 in the steady window where every request is decoding (after the last first token, before the

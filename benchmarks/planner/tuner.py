@@ -18,7 +18,7 @@ from pathlib import Path
 
 import typer
 
-from benchmarks.tuning_inputs import buckets_from_trace, load_quality, parse_slo
+from benchmarks.planner.tuning_inputs import buckets_from_trace, load_quality, parse_slo
 from common.messages import MAX_REFINE_RATIO
 from common.settings import Bucket, SplitSettings
 from common.timing_model import (

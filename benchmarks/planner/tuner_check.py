@@ -1,6 +1,6 @@
 """Tuner predictions against live ``pdd bench`` runs, and tuned settings against fixed budgets.
 
-    python -m benchmarks.tuner_check --settings settings.json --tuned tuned.json \
+    python -m benchmarks.planner.tuner_check --settings settings.json --tuned tuned.json \
         [--fixed N16=fixed16.json --fixed N64=fixed64.json]
 
 ``--tuned`` is a ``pdd bench --save-result`` run made with ``--settings settings.json``. For each

@@ -1,6 +1,6 @@
 """Chunked prefill: how long a long prompt's prefill pauses the streams already decoding.
 
-    python -m benchmarks.chunked_prefill [--threads 2] [--prompt-tokens 2048] [--chunks 0,128,256,512,1024]
+    python -m benchmarks.studies.chunked_prefill [--threads 2] [--prompt-tokens 2048] [--chunks 0,128,256,512,1024]
 
 Runs the real engine (worker thread, real model) in this process, once per chunk size, same
 requests: ``--num-decoding`` requests decode while a ``--prompt-tokens`` prompt arrives. Reported
@@ -16,6 +16,7 @@ import asyncio
 import random
 import time
 
+from benchmarks.bench.workloads import PromptMaker
 from cloud_server.config import EngineConfig
 from cloud_server.engine import Engine
 from common.messages import FirstToken, GenerateRequest, Token
@@ -23,7 +24,6 @@ from common.model import load_model
 from common.platform import set_threads
 
 from .engine_scaling import DECODE_PROMPT, request, timed_events
-from .workloads import PromptMaker
 
 
 async def one_run(engine: Engine, long_ids: list[int], num_decoding: int) -> tuple[float, float]:

@@ -1,7 +1,7 @@
 """Timing side of the refinement benchmark: device prefill curve, prefill saved, scoring overhead.
 
 Each measurement takes the fastest of a few repeats (single timings on a shared 2-core machine are
-mostly noise); ``benchmarks.refine_quality`` calls these and reports them.
+mostly noise); ``benchmarks.studies.refine_quality`` calls these and reports them.
 """
 
 from __future__ import annotations
@@ -11,10 +11,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from benchmarks.data.refine_prompts import DATA
 from common.forward import forward_tokens, new_cache
 from common.model import LoadedModel
-
-from .data.refine_prompts import DATA
 
 if TYPE_CHECKING:
     from .refine_quality import Row
