@@ -10,6 +10,8 @@ import os
 import typer
 from pydantic import ValidationError
 
+from common.defaults import DEFAULT_MODEL
+
 from .config import EngineConfig, SecurityConfig, ServerConfig
 
 API_KEYS_ENV = "PDD_API_KEYS"
@@ -50,7 +52,7 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="address to listen on"),
     port: int = typer.Option(8000, help="HTTP port"),
     grpc_port: int = typer.Option(50051, help="gRPC port; 0 disables gRPC"),
-    model: str = typer.Option("smollm2-135m", help="model alias or local transformers folder"),
+    model: str = typer.Option(DEFAULT_MODEL, help="model alias or local transformers folder"),
     threads: int = typer.Option(0, help="torch threads; 0 keeps torch's default"),
     device: str = typer.Option("auto", help="auto | npu | cuda | cpu"),
     dtype: str = typer.Option("float32", help="float32 | bfloat16 | float16"),

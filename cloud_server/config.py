@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from common.defaults import DEFAULT_MODEL
+
 
 @dataclass(frozen=True)
 class EngineConfig:
@@ -53,7 +55,7 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     grpc_port: int | None = 50051  # None: no gRPC listener
-    model: str = "smollm2-135m"
+    model: str = DEFAULT_MODEL
     threads: int | None = None  # torch intra-op threads; None keeps torch's default
     device: str = "auto"  # auto | npu | cuda | cpu | a torch device string
     dtype: str = "float32"

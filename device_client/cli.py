@@ -10,10 +10,12 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from common.defaults import DEFAULT_MODEL
 from common.errors import PDError
 from common.messages import SamplingParams
 from common.settings import SplitSettings
 
+from .config import DEFAULT_EMULATION, EMULATIONS, device_emulation
 from .types import GenerationResult, Mode
 
 _COLOURS = {"cloud": "cyan", "device": "green"}
@@ -35,22 +37,29 @@ def generate(
     top_k: int = typer.Option(0),
     seed: int = typer.Option(0),
     raw: bool = typer.Option(False, help="send the prompt as is, without the chat template"),
-    model: str = typer.Option("smollm2-135m", help="model alias or transformers folder"),
+    model: str = typer.Option(DEFAULT_MODEL, help="model alias or transformers folder"),
     threads: int = typer.Option(1, help="device torch threads"),
     cloud_threads: int = typer.Option(1, help="torch threads of an embedded cloud"),
-    device_slowdown: float = typer.Option(1.0, help="emulate a device K times slower"),
+    emulate: str = typer.Option(
+        DEFAULT_EMULATION, help=f"device emulation: {' | '.join(EMULATIONS)} (printed first)"
+    ),
+    device_slowdown: float = typer.Option(
+        None, help="emulate a device K times slower instead (1 = this machine's real speed)"
+    ),
     settings: Path = typer.Option(None, help="split settings JSON (from `pdd tune`)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
     """Answer one prompt with P/D-Device (or a baseline mode) and show where each token came from."""
     console = Console(stderr=as_json)
     try:
+        emulation = device_emulation(emulate, device_slowdown)
         sampling = SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
-        options = {"threads": threads, "device_slowdown": device_slowdown}
+        options = {"threads": threads, "device_slowdown": emulation.slowdown}
         if settings is not None:
             options["settings"] = SplitSettings.load(settings)
     except (ValueError, OSError) as err:
         _fail(console, f"bad option: {err}")
+    console.print(f"[bold]{emulation.describe()}[/bold]", highlight=False)
     use_embedded = mode is not Mode.DEVICE and (embedded or cloud is None)
     with contextlib.ExitStack() as stack:
         if use_embedded:
@@ -72,7 +81,7 @@ def generate(
         client_args = {"model": model, "transport": transport, **options}
         result = _run(console, prompt, cloud, client_args, answer_args, as_json)
     if as_json:
-        print(json.dumps(result.to_json_dict()))
+        print(json.dumps({**result.to_json_dict(), "device_emulation": emulation.to_json()}))
     else:
         _summary(console, result)
 
@@ -102,19 +111,27 @@ def _run(
 
 
 def _summary(console: Console, r: GenerationResult) -> None:
+    """Where the tokens came from, in words (the colours do not survive a pipe)."""
     cloud_n = r.sources.count("cloud")
+    first = r.sources[0] if r.sources else "nobody"
     console.print()
-    line = (
-        f"[bold]{r.mode.value}[/bold]  TTFT {1000 * (r.ttft_s or 0):.0f} ms  "
-        f"TPOT mean {1000 * (r.tpot_mean_s or 0):.0f} ms  max {1000 * (r.tpot_max_s or 0):.0f} ms  "
-        f"tokens {len(r.tokens)} ([cyan]cloud {cloud_n}[/cyan], "
-        f"[green]device {len(r.tokens) - cloud_n}[/green])"
+    console.print(
+        f"[bold]{r.mode.value}[/bold]: first token from the {first} at "
+        f"{1000 * (r.ttft_s or 0):.0f} ms; [cyan]{cloud_n} cloud tokens[/cyan], then "
+        f"[green]{len(r.tokens) - cloud_n} device tokens[/green]",
+        highlight=False,
     )
     if r.handoff_index is not None:
-        line += f"  handoff at {r.handoff_index}, cloud generated {r.cloud_tokens}"
+        console.print(
+            f"handoff at m = {r.handoff_index} (the cloud generated {r.cloud_tokens})",
+            highlight=False,
+        )
+    console.print(
+        f"TPOT mean {1000 * (r.tpot_mean_s or 0):.0f} ms, max {1000 * (r.tpot_max_s or 0):.0f} ms",
+        highlight=False,
+    )
     if r.fallback:
-        line += f"\n[yellow]fallback:[/yellow] {r.fallback}"
-    console.print(line)
+        console.print(f"[yellow]fallback:[/yellow] {r.fallback}")
 
 
 def _fail(console: Console, message: str) -> None:

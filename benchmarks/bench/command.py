@@ -21,6 +21,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from common.defaults import DEFAULT_MODEL
 from common.errors import PDError
 from common.messages import SamplingParams
 from common.settings import SplitSettings, default_settings
@@ -100,7 +101,7 @@ def bench_command(
     ),
     cloud_threads: int = typer.Option(1, help="torch threads of the embedded cloud"),
     transport: str = typer.Option(None, help="http | grpc (default: from the URL scheme)"),
-    model: str = typer.Option("smollm2-135m", help="model alias or transformers folder"),
+    model: str = typer.Option(DEFAULT_MODEL, help="model alias or transformers folder"),
     input_lens: str = typer.Option(None, help="synthetic prompt lengths, e.g. 128,512,1024,2048"),
     output_len: int = typer.Option(None, help="answer length (max_tokens)"),
     num_prompts: int = typer.Option(None, help="synthetic requests per input length"),

@@ -27,6 +27,7 @@ from rich.table import Table
 
 from benchmarks.data.refine_prompts import Prompt, load_prompts, mixed_order
 from cloud_server.refine import RefineConfig, Refiner, num_kept
+from common.defaults import DEFAULT_MODEL
 from common.forward import forward_tokens, new_cache
 from common.model import LoadedModel, load_model
 from common.platform import set_threads
@@ -92,7 +93,7 @@ def _loglik(model, logits, cache, next_pos: int, reference: list[int]) -> float:
             input_ids=torch.tensor([ref[:-1]]),  # [1, n-1]
             position_ids=torch.arange(next_pos, next_pos + len(ref) - 1)[None],  # [1, n-1]
             attention_mask=torch.ones(1, past + len(ref) - 1, dtype=torch.long),
-            past_key_values=cache,
+            cache=cache,
             use_cache=True,
         )
         logp = torch.log_softmax(out.logits[0].float(), -1)  # [n-1, vocab]
@@ -282,7 +283,7 @@ def print_report(console: Console, summary: list[dict], timing: dict, overhead: 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--ratios", type=float, nargs="+", default=[0.25, 0.5, 0.75])
     p.add_argument("--max-new-tokens", type=int, default=40)
     p.add_argument("--limit", type=int, default=None, help="first N prompts only")
