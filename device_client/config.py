@@ -22,9 +22,10 @@ class DeviceEmulation:
     about: str
 
     def describe(self) -> str:
+        """The first line of a demo's or benchmark's output."""
         if self.slowdown == 1.0:
-            return f"device: {self.name} (this machine's real speed)"
-        return f"device: {self.name} ({self.slowdown:g}x slower than this machine: {self.about})"
+            return f"device emulation: {self.name}, this machine's real speed"
+        return f"device emulation: {self.name}, {self.slowdown:g}x slower than this machine"
 
     def to_json(self) -> dict:
         return {"name": self.name, "slowdown": self.slowdown, "about": self.about}

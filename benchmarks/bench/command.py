@@ -16,54 +16,121 @@ import statistics
 import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import NoReturn
 
-import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from common.cli_options import command_from, knob
 from common.defaults import DEFAULT_MODEL
 from common.errors import PDError
 from common.messages import SamplingParams
 from common.settings import SplitSettings, default_settings
-from device_client.config import NetworkEmulation
+from device_client.config import (
+    DEFAULT_EMULATION,
+    EMULATIONS,
+    DeviceEmulation,
+    NetworkEmulation,
+    device_emulation,
+)
 
 QUICK = {"input_lens": [64, 256], "output_len": 32, "num_prompts": 1}
 FULL = {"input_lens": [128, 512, 1024, 2048], "output_len": 128, "num_prompts": 4}
 
 
+def _int_list(text: str, what: str = "--input-lens") -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"{what} must be comma-separated integers, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise ValueError(f"{what} must be integers >= 1, got {text!r}")
+    return values
+
+
 @dataclass(frozen=True)
 class BenchOptions:
-    """Everything one ``pdd bench`` run needs, validated; saved with the result."""
+    """Everything one ``pdd bench`` run needs: each field is its command-line option too
+    (``common.cli_options``), validated, and saved with the result."""
 
-    modes: str
-    cloud: str | None
-    cloud_threads: int
-    transport: str | None
-    model: str
-    input_lens: list[int]
-    output_len: int
-    num_prompts: int
-    trace: Path | None
-    request_rate: float
-    burstiness: float
-    max_concurrency: int
-    device_slowdown: float
-    device_threads: int
-    network: NetworkEmulation
-    cloud_tokens: int | None
-    settings_path: Path | None
-    min_interval_ms: float | None
-    max_interval_ms: float | None
-    refine_ratio: float
-    temperature: float
-    seed: int
-    goodput: list[str]
-    save_result: Path | None
-    plots: Path | None
-    quick: bool
-    virtual_devices: int
-    device_prefill_tok_s: float | None
-    device_profile: Path | None
+    modes: str = knob("device,cloud,pd", "comma list of device, cloud, pd, pd+refine")
+    cloud: str | None = knob(None, "a running cloud (http://... or grpc://...); default: embedded")
+    cloud_threads: int = knob(1, "torch threads of the embedded cloud")
+    transport: str | None = knob(None, "http | grpc (default: from the URL scheme)")
+    model: str = knob(DEFAULT_MODEL, "model alias or transformers folder")
+    input_lens: list[int] | None = knob(
+        None, "synthetic prompt lengths, e.g. 128,512,1024,2048", cli_type=str, parse=_int_list
+    )
+    output_len: int | None = knob(None, "answer length (max_tokens)")
+    num_prompts: int | None = knob(None, "synthetic requests per input length")
+    trace: Path | None = knob(None, "Mooncake JSONL trace to replay instead")
+    request_rate: float = knob(math.inf, "requests/s (Poisson); inf: all at once")
+    burstiness: float = knob(1.0, "gamma shape of the gaps (1 = Poisson)")
+    max_concurrency: int = knob(1, "requests in flight at once, all modes together")
+    emulate: str = knob(
+        DEFAULT_EMULATION, f"device emulation: {' | '.join(EMULATIONS)} (printed first, saved)"
+    )
+    device_slowdown: float | None = knob(
+        None, "emulate a device K times slower instead (1 = this machine's real speed)"
+    )
+    device_threads: int = knob(1, "torch threads of the device")
+    rtt_ms: float = knob(0.0, "emulated device-cloud round trip")
+    jitter_ms: float = knob(0.0, "one-way delay varies by +-jitter/2")
+    bandwidth_mbps: float = knob(0.0, "link bandwidth, 0 = unlimited")
+    cloud_tokens: int | None = knob(None, "N for pd (default: from the settings)")
+    settings_path: Path | None = knob(
+        None, "split settings JSON (the `pdd tune` schema)", flag="--settings"
+    )
+    min_interval_ms: float | None = knob(None, "override the settings' Δmin (and τ̂d)")
+    max_interval_ms: float | None = knob(None, "override the settings' Δmax (pacing)")
+    refine_ratio: float = knob(0.0, "> 0 adds the pd+refine mode with this ρ")
+    temperature: float = knob(0.0, "0 = greedy (the default)")
+    seed: int = knob(0, "prompts, arrivals, jitter and sampling seed")
+    goodput: list[str] | None = knob(None, "SLOs, e.g. --goodput ttft:2000 --goodput tpot:300")
+    save_result: Path | None = knob(None, "write the result JSON here")
+    plots: Path | None = knob(None, "write PNG plots into this folder")
+    quick: bool = knob(False, "small preset: 64/256-token prompts, 32-token answers")
+    virtual_devices: int = knob(0, "cloud load mode: M model-free virtual devices")
+    device_prefill_tok_s: float | None = knob(None, "virtual devices' prefill rate")
+    device_profile: Path | None = knob(None, "device profile JSON (`pdd profile device`)")
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.output_len is None or self.output_len >= 1, "--output-len must be >= 1"),
+            (self.num_prompts is None or self.num_prompts >= 1, "--num-prompts must be >= 1"),
+            (self.max_concurrency >= 1, "--max-concurrency must be >= 1"),
+            (self.request_rate > 0 and self.burstiness > 0, "--request-rate, --burstiness must be > 0"),
+            (self.virtual_devices >= 0, "--virtual-devices must be >= 0"),
+            (self.cloud_tokens is None or self.cloud_tokens >= 0, "--cloud-tokens must be >= 0"),
+            (self.transport in (None, "http", "grpc"), "--transport must be http or grpc"),
+            (self.max_interval_ms is None or self.max_interval_ms > 0, "--max-interval-ms must be > 0"),
+            (self.min_interval_ms is None or self.min_interval_ms >= 0, "--min-interval-ms must be >= 0"),
+        ]  # fmt: skip
+        for is_ok, message in checks:
+            if not is_ok:
+                raise ValueError(message)
+        self.emulation  # noqa: B018 (validates --emulate / --device-slowdown)
+
+    @property
+    def emulation(self) -> DeviceEmulation:
+        return device_emulation(self.emulate, self.device_slowdown)
+
+    @property
+    def network(self) -> NetworkEmulation:
+        return NetworkEmulation(self.rtt_ms, self.jitter_ms, self.bandwidth_mbps, self.seed)
+
+    def resolved(self) -> BenchOptions:
+        """The preset (``--quick`` or the full one) filled in where an option was not given."""
+        preset = QUICK if self.quick else FULL
+        return replace(
+            self,
+            input_lens=self.input_lens or preset["input_lens"],
+            output_len=self.output_len or preset["output_len"],
+            num_prompts=self.num_prompts or preset["num_prompts"],
+            emulate=self.emulation.name,
+            device_slowdown=self.emulation.slowdown,
+            goodput=list(self.goodput or []),
+        )
 
     def settings(self) -> SplitSettings:
         """The settings file (or defaults) with the pacing overrides applied to every bucket."""
@@ -81,79 +148,22 @@ class BenchOptions:
 
     def to_json(self) -> dict:
         out = asdict(self)
+        out["device_emulation"] = self.emulation.to_json()
         return {k: str(v) if isinstance(v, Path) else v for k, v in out.items()}
 
 
-def _int_list(text: str, what: str) -> list[int]:
-    try:
-        values = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise ValueError(f"{what} must be comma-separated integers, got {text!r}") from None
-    if not values or any(v < 1 for v in values):
-        raise ValueError(f"{what} must be integers >= 1, got {text!r}")
-    return values
+def _fail(console: Console, message: str) -> NoReturn:
+    console.print(f"[red]error:[/red] {message}", highlight=False)
+    sys.exit(2)
 
 
-def bench_command(
-    modes: str = typer.Option("device,cloud,pd", help="comma list of device, cloud, pd, pd+refine"),
-    cloud: str = typer.Option(
-        None, help="a running cloud (http://... or grpc://...); default: embedded"
-    ),
-    cloud_threads: int = typer.Option(1, help="torch threads of the embedded cloud"),
-    transport: str = typer.Option(None, help="http | grpc (default: from the URL scheme)"),
-    model: str = typer.Option(DEFAULT_MODEL, help="model alias or transformers folder"),
-    input_lens: str = typer.Option(None, help="synthetic prompt lengths, e.g. 128,512,1024,2048"),
-    output_len: int = typer.Option(None, help="answer length (max_tokens)"),
-    num_prompts: int = typer.Option(None, help="synthetic requests per input length"),
-    trace: Path = typer.Option(None, help="Mooncake JSONL trace to replay instead"),
-    request_rate: float = typer.Option(math.inf, help="requests/s (Poisson); inf: all at once"),
-    burstiness: float = typer.Option(1.0, help="gamma shape of the gaps (1 = Poisson)"),
-    max_concurrency: int = typer.Option(1, help="requests in flight at once, all modes together"),
-    device_slowdown: float = typer.Option(
-        1.0, help="emulate a device K times slower than this CPU"
-    ),
-    device_threads: int = typer.Option(1, help="torch threads of the device"),
-    rtt_ms: float = typer.Option(0.0, help="emulated device-cloud round trip"),
-    jitter_ms: float = typer.Option(0.0, help="one-way delay varies by +-jitter/2"),
-    bandwidth_mbps: float = typer.Option(0.0, help="link bandwidth, 0 = unlimited"),
-    cloud_tokens: int = typer.Option(None, help="N for pd (default: from the settings)"),
-    settings: Path = typer.Option(None, help="split settings JSON (the `pdd tune` schema)"),
-    min_interval_ms: float = typer.Option(None, help="override the settings' Δmin (and τ̂d)"),
-    max_interval_ms: float = typer.Option(None, help="override the settings' Δmax (pacing)"),
-    refine_ratio: float = typer.Option(0.0, help="> 0 adds the pd+refine mode with this ρ"),
-    temperature: float = typer.Option(0.0, help="0 = greedy (the default)"),
-    seed: int = typer.Option(0, help="prompts, arrivals, jitter and sampling seed"),
-    goodput: list[str] = typer.Option(
-        None, help="SLOs, e.g. --goodput ttft:2000 --goodput tpot:300"
-    ),
-    save_result: Path = typer.Option(None, help="write the result JSON here"),
-    plots: Path = typer.Option(None, help="write PNG plots into this folder"),
-    quick: bool = typer.Option(False, help="small preset: 64/256-token prompts, 32-token answers"),
-    virtual_devices: int = typer.Option(0, help="cloud load mode: M model-free virtual devices"),
-    device_prefill_tok_s: float = typer.Option(None, help="virtual devices' prefill rate"),
-    device_profile: Path = typer.Option(None, help="device profile JSON (`pdd profile device`)"),
-) -> None:
+@command_from(BenchOptions, on_error=lambda message: _fail(Console(), message))
+def bench_command(raw: BenchOptions) -> None:
     """Benchmark TTFT/TPOT and cloud cost of pd against device-only and cloud-only."""
     console = Console()
-    preset = QUICK if quick else FULL
     try:
-        opts = BenchOptions(
-            modes=modes, cloud=cloud, cloud_threads=cloud_threads, transport=transport,
-            model=model,
-            input_lens=_int_list(input_lens, "--input-lens") if input_lens else preset["input_lens"],
-            output_len=output_len or preset["output_len"],
-            num_prompts=num_prompts or preset["num_prompts"],
-            trace=trace, request_rate=request_rate, burstiness=burstiness,
-            max_concurrency=max_concurrency, device_slowdown=device_slowdown,
-            device_threads=device_threads,
-            network=NetworkEmulation(rtt_ms, jitter_ms, bandwidth_mbps, seed),
-            cloud_tokens=cloud_tokens, settings_path=settings, min_interval_ms=min_interval_ms,
-            max_interval_ms=max_interval_ms,
-            refine_ratio=refine_ratio,
-            temperature=temperature, seed=seed, goodput=list(goodput or []),
-            save_result=save_result, plots=plots, quick=quick, virtual_devices=virtual_devices,
-            device_prefill_tok_s=device_prefill_tok_s, device_profile=device_profile,
-        )  # fmt: skip
+        opts = raw.resolved()
+        console.print(f"[bold]{opts.emulation.describe()}[/bold]", highlight=False)
         _validate(opts)
         if opts.virtual_devices:
             from .virtual_devices import run_virtual_devices
@@ -172,29 +182,6 @@ def _validate(opts: BenchOptions) -> None:
     parse_modes(opts.modes, opts.refine_ratio)
     parse_goodput(opts.goodput)
     opts.settings()
-    checks = [
-        (opts.output_len >= 1, "--output-len must be >= 1"),
-        (opts.num_prompts >= 1, "--num-prompts must be >= 1"),
-        (opts.max_concurrency >= 1, "--max-concurrency must be >= 1"),
-        (opts.device_slowdown >= 1, "--device-slowdown must be >= 1"),
-        (opts.request_rate > 0 and opts.burstiness > 0, "--request-rate, --burstiness must be > 0"),
-        (opts.virtual_devices >= 0, "--virtual-devices must be >= 0"),
-        (opts.cloud_tokens is None or opts.cloud_tokens >= 0, "--cloud-tokens must be >= 0"),
-        (opts.transport in (None, "http", "grpc"), "--transport must be http or grpc"),
-        (opts.max_interval_ms is None or opts.max_interval_ms > 0, "--max-interval-ms must be > 0"),
-        (
-            opts.min_interval_ms is None or opts.min_interval_ms >= 0,
-            "--min-interval-ms must be >= 0",
-        ),
-    ]
-    for is_ok, message in checks:
-        if not is_ok:
-            raise ValueError(message)
-
-
-def _fail(console: Console, message: str) -> None:
-    console.print(f"[red]error:[/red] {message}", highlight=False)
-    sys.exit(2)
 
 
 def load_requests(opts: BenchOptions, lm) -> list:
@@ -245,9 +232,10 @@ def base_profiles(opts: BenchOptions, url: str | None, settings: SplitSettings) 
 
     return {
         "device": {
+            "emulation": opts.emulation.name,
+            "slowdown": opts.emulation.slowdown,
             "model": opts.model,
             "threads": opts.device_threads,
-            "slowdown": opts.device_slowdown,
         },
         "cloud": {
             "url": url,
