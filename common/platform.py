@@ -24,13 +24,13 @@ class Platform:
         if self.name == "cuda":
             torch.cuda.synchronize(self.device)
         elif self.name == "npu":
-            torch.npu.synchronize(self.device)  # type: ignore[attr-defined]
+            torch.npu.synchronize(self.device)
 
     def empty_cache(self) -> None:
         if self.name == "cuda":
             torch.cuda.empty_cache()
         elif self.name == "npu":
-            torch.npu.empty_cache()  # type: ignore[attr-defined]
+            torch.npu.empty_cache()
 
 
 def _npu_available() -> bool:
@@ -40,7 +40,7 @@ def _npu_available() -> bool:
     try:
         import torch_npu  # noqa: F401
 
-        return bool(torch.npu.is_available())  # type: ignore[attr-defined]
+        return bool(torch.npu.is_available())
     except Exception:  # CANN missing or broken: not usable here
         return False
 

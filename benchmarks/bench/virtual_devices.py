@@ -23,6 +23,7 @@ from common.timing_model import kept_prompt_len, load_profile
 from device_client.config import ClientConfig
 
 from .metrics import RequestRecord, parse_goodput, summarize
+from .resources import cloud_url, load_device_model, load_requests
 from .workloads import BenchRequest
 
 DEFAULT_PREFILL_TOK_S = 480.0  # ARCHITECTURE §8, this CPU at 2 threads
@@ -137,7 +138,6 @@ def _device_model(opts) -> VirtualDeviceModel:
 
 def run_virtual_devices(opts, console) -> dict:
     """The cloud load mode of ``pdd bench``: cloud-only then pd, M devices each."""
-    from .command import cloud_url, load_device_model, load_requests
     from .report import print_mode, save_result
 
     device = _device_model(opts)

@@ -321,7 +321,7 @@ def simulate_command(
         slo_tpot_s=tpot_s or d_tpot,
         percentile=percentile,
         **args,
-    )  # type: ignore[arg-type]
+    )
     typer.echo(
         f"{num_requests} requests, {len(devices)} device profile(s), K={cloud_slots}, SLO p{percentile:g} "
         f"TTFT <= {fleet.slo_ttft_s:.2f} s, max-TPOT <= {fleet.slo_tpot_s * 1e3:.0f} ms"
