@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 _KNOB = "cli_knob"
+_NESTED = "cli_nested"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,6 +25,7 @@ class KnobInfo:
     flag: str | None = None  # the option's name when it is not --field-name
     cli_type: Any = None  # what the command line gives, when it is not the field's type
     parse: Callable[[Any], Any] | None = None  # command-line value -> field value
+    cli_default: Any = None  # what the command line shows when it is not the field's default
 
 
 def knob(
@@ -33,26 +35,54 @@ def knob(
     flag: str | None = None,
     cli_type: Any = None,
     parse: Callable[[Any], Any] | None = None,
+    cli_default: Any = None,
 ) -> Any:
-    """A dataclass field that is also a command-line option (``help`` is its help text)."""
-    info = KnobInfo(help, flag, cli_type, parse)
+    """A dataclass field that is also a command-line option (``help`` is its help text).
+
+    ``cli_default`` with ``parse``: e.g. a field defaulting to None shown as ``0`` on the
+    command line, where ``parse`` maps 0 back to None."""
+    info = KnobInfo(help, flag, cli_type, parse, cli_default)
     return dataclasses.field(default=default, metadata={_KNOB: info})
 
 
+def nested(cls: type) -> Any:
+    """A field holding another config whose knobs are options of the same command (flattened)."""
+    return dataclasses.field(default_factory=cls, metadata={_NESTED: cls})
+
+
 def knobs(cls: type) -> list[tuple[dataclasses.Field, KnobInfo]]:
-    return [(f, f.metadata[_KNOB]) for f in dataclasses.fields(cls) if _KNOB in f.metadata]
+    """Every knob of ``cls``, those of nested configs included (their names must not clash)."""
+    out = []
+    for f in dataclasses.fields(cls):
+        if _KNOB in f.metadata:
+            out.append((f, f.metadata[_KNOB]))
+        elif _NESTED in f.metadata:
+            out += knobs(f.metadata[_NESTED])
+    return out
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    hints = dict(typing.get_type_hints(cls))
+    for f in dataclasses.fields(cls):
+        if _NESTED in f.metadata:
+            hints.update(_hints(f.metadata[_NESTED]))
+    return hints
 
 
 def option_parameters(cls: type) -> list[inspect.Parameter]:
     """One keyword parameter per knob of ``cls``, its default a ``typer.Option``."""
     import typer
 
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     params = []
     for f, info in knobs(cls):
         default = None if f.default is dataclasses.MISSING else f.default
+        if info.cli_default is not None:
+            default = info.cli_default
         decls = (info.flag,) if info.flag else ()
         annotation = info.cli_type if info.cli_type is not None else hints[f.name]
+        if info.cli_default is not None and info.cli_type is None:
+            annotation = type(info.cli_default)
         text = info.help
         if info.cli_type is not None and default is not None:  # say it as the field holds it
             text, default = f"{text} [default: {_as_text(default)}]", None
@@ -65,8 +95,13 @@ def option_parameters(cls: type) -> list[inspect.Parameter]:
 def from_options(cls: type, values: dict[str, Any]) -> Any:
     """The config from command-line values (each knob's ``parse`` applied); ValueError if bad."""
     fields = {}
-    for f, info in knobs(cls):
-        value = values[f.name]
+    for f in dataclasses.fields(cls):
+        if _NESTED in f.metadata:
+            fields[f.name] = from_options(f.metadata[_NESTED], values)
+            continue
+        if _KNOB not in f.metadata:
+            continue
+        info, value = f.metadata[_KNOB], values[f.name]
         if value is None and f.default is not dataclasses.MISSING:
             value = f.default  # not given: the field's own default
         elif value is not None and info.parse is not None:
