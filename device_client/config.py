@@ -44,14 +44,15 @@ DEFAULT_EMULATION = "phone"  # the CLIs' default; the SDK's DeviceClient runs at
 
 
 def device_emulation(name: str | None = None, slowdown: float | None = None) -> DeviceEmulation:
-    """A named emulation (default ``phone``), or a custom one when ``slowdown`` is given."""
+    """A named emulation (default ``phone``); ``slowdown`` overrides the name (the named one
+    with that slowdown, else a custom one)."""
     if slowdown is not None:
         if slowdown < 1.0:
             raise ValueError("--device-slowdown must be >= 1 (it only slows the device down)")
         for emulation in EMULATIONS.values():
-            if emulation.slowdown == slowdown and name in (None, emulation.name):
+            if emulation.slowdown == slowdown:
                 return emulation
-        return DeviceEmulation(name or "custom", slowdown, "set with --device-slowdown")
+        return DeviceEmulation("custom", slowdown, "set with --device-slowdown")
     key = name or DEFAULT_EMULATION
     if key not in EMULATIONS:
         raise ValueError(f"unknown device emulation {key!r}: choose from {', '.join(EMULATIONS)}")

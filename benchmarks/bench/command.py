@@ -38,7 +38,7 @@ def bench_command(raw: BenchOptions) -> None:
     console = Console()
     try:
         opts = raw.resolved()
-        console.print(f"[bold]{opts.emulation.describe()}[/bold]", highlight=False)
+        console.print(f"[bold]{opts.emulation.describe()}[/bold]", highlight=False, soft_wrap=True)
         _validate(opts)
         if opts.virtual_devices:
             from .virtual_devices import run_virtual_devices

@@ -139,3 +139,7 @@ def tuner_check_command(
     console.print(prediction_table(split, runs["tuned"]))
     if len(runs) > 1:
         console.print(comparison_table(runs))
+
+
+if __name__ == "__main__":  # python -m benchmarks.planner.tuner_check: the same as pdd tuner-check
+    typer.run(tuner_check_command)
