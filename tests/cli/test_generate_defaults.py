@@ -68,3 +68,16 @@ def test_named_and_custom_emulations():
         device_emulation("toaster")
     with pytest.raises(ValueError, match=">= 1"):
         device_emulation(slowdown=0.5)
+
+
+@pytest.mark.slow
+def test_refine_ratio_changes_what_the_emulated_device_prefills(cloud_server):
+    # The keep-set comes with the cloud's first token; the phone-class device is still early in
+    # its own prefill then, so it skips part of the rest (not the ideal half: what it prefilled
+    # before the keep-set stays).
+    args = ("--cloud", cloud_server.http_url, "--json", "--max-tokens", "80")
+    out = _pdd_generate(_prompt(), *args, "--refine-ratio", "0.5")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    total, kept = result["prompt_tokens"], result["kept_prompt_tokens"]
+    assert total // 2 <= kept < 0.9 * total, (kept, total)
