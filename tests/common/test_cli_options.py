@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NoReturn
 
 import typer
 from typer.testing import CliRunner
@@ -34,13 +35,16 @@ class Outer:
     internal: float = 1.0  # not a knob: no option
 
 
+def _exit_2(message: str) -> NoReturn:
+    typer.echo(message)
+    raise SystemExit(2)
+
+
 def _run(*args: str):
     app = typer.Typer()
     seen = []
 
-    @command_from(
-        Outer, on_error=lambda message: (typer.echo(message), exec("raise SystemExit(2)"))
-    )
+    @command_from(Outer, on_error=_exit_2)
     def show(config: Outer, verbose: bool = typer.Option(False)) -> None:
         seen.append((config, verbose))
 
