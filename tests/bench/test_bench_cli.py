@@ -56,7 +56,6 @@ def test_quick_result_schema(quick_result):
     # the gain is the cloud's own accounting: busy seconds per cloud-only request over pd's
     busy_ratio = cloud["mean_cloud_busy_s"] / pd["mean_cloud_busy_s"]
     assert result["cloud_throughput_gain"] == pytest.approx(busy_ratio)
-    assert pd["mean_cloud_tokens"] <= cloud["mean_cloud_tokens"]  # pd never costs more tokens
     assert [t["input_len"] for t in result["targets"]] == [64, 128]
     assert "Median TTFT (ms)" in output and "P99 TPOT (ms)" in output
 
@@ -84,8 +83,10 @@ def test_every_mode_answers_completely_and_like_device_only(quick_result):
         assert r["num_tokens"] == 8 or r["end_reason"] == "eos"
         assert r["token_ids"] == device[r["index"]] and r["matches_device"]
     pd = [r for r in rows if r["mode"] == "pd"]
+    cloud_tokens = {r["index"]: r["cloud_tokens"] for r in rows if r["mode"] == "cloud"}
     for r in pd:
         assert r["cloud_busy_s"] > 0
+        assert r["cloud_tokens"] <= cloud_tokens[r["index"]]  # pd never costs more cloud tokens
         # cloud tokens up to the handoff, device tokens after it; with 8-token answers and a
         # 4x slower device the cloud may finish the answer first (no handoff, all cloud)
         m = r["handoff_index"] if r["handoff_index"] is not None else r["num_tokens"]
