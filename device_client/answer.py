@@ -61,9 +61,10 @@ class Answer:
         """``session``: the device runtime for this answer (default: a new ``LocalSession``);
         ``open_cloud``: how to reach the cloud; ``clock``: the event loop's time scale."""
         self.request, self.mode, self.config = request, mode, config
-        self.session = session or LocalSession(
-            lm, request.prompt_ids, config.prefill_chunk_tokens, config.device_slowdown
-        )
+        if session is None:
+            chunk, slowdown = config.prefill_chunk_tokens, config.device_slowdown
+            session = LocalSession(lm, request.prompt_ids, chunk, slowdown)
+        self.session = session
         spec = AnswerSpec.of(request, vocab_size(lm), lm.eos_token_ids)
         self.state = AnswerState(spec, mode, pacing, self.session, clock)
         self._executor, self._open_cloud, self._clock = executor, open_cloud, clock
@@ -74,6 +75,7 @@ class Answer:
         self._stream: CloudStream | None = None
         self._handoff_task: asyncio.Task | None = None
         self._worker: asyncio.Task | None = None
+        self._is_closing = False  # the display ended: start nothing more
         self.result: GenerationResult | None = None
 
     @property
@@ -97,6 +99,7 @@ class Answer:
             async for tok in self._display():
                 yield tok
         finally:
+            self._is_closing = True
             await self._stop_device()
             await self._close_cloud(reader)
         self.result = self._result()
@@ -123,7 +126,7 @@ class Answer:
     # -- the device worker ----------------------------------------------------------------------
 
     def _start_device(self) -> None:
-        if self._worker is None:
+        if self._worker is None and not self._is_closing:
             self._worker = asyncio.create_task(self._device_worker())
 
     async def _stop_device(self) -> None:
