@@ -156,7 +156,8 @@ class Answer:
             return
         received = state.hand_off()
         if self._stream is not None and state.is_cloud_open:
-            self._handoff_task = asyncio.create_task(self._send_handoff(len(received)))
+            handoff = self._send_handoff(self._stream, len(received))
+            self._handoff_task = asyncio.create_task(handoff)
         chunk = self.config.prefill_chunk_tokens
         for start in range(0, len(received), chunk):
             part = received[start : start + chunk]
@@ -171,9 +172,9 @@ class Answer:
                 return
             await run(session.absorb, [token_id])
 
-    async def _send_handoff(self, at_index: int) -> None:
+    async def _send_handoff(self, stream: CloudStream, at_index: int) -> None:
         with contextlib.suppress(Exception):  # a lost handoff only costs the cloud its budget
-            await self._stream.handoff(at_index)
+            await stream.handoff(at_index)
 
     # -- the cloud reader -----------------------------------------------------------------------
 
@@ -204,6 +205,8 @@ class Answer:
         self._wake.set()
         if state.is_device_needed:
             self._start_device()  # cloud-only: the device finishes the answer
+        if state.fallback is not None:
+            await self._close_stream()  # a failed cloud gets no more of our time: cancel it
 
     async def _close_cloud(self, reader: asyncio.Task | None) -> None:
         if reader is not None and not reader.done():
@@ -212,9 +215,13 @@ class Answer:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
-        if self._stream is not None:
+        await self._close_stream()
+
+    async def _close_stream(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
             with contextlib.suppress(Exception):
-                await self._stream.aclose()
+                await stream.aclose()
 
     def _result(self) -> GenerationResult:
         state = self.state

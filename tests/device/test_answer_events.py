@@ -165,3 +165,18 @@ def test_first_token_source_and_why_the_cloud_gave_nothing():
     assert failed.cloud_unused_reason == failed.fallback
     device_only, _, _ = make_state(Mode.DEVICE)
     assert "device-only" in device_only.cloud_unused_reason
+
+
+def test_the_cloud_s_own_keep_set_size_is_always_accepted_and_one_less_refused():
+    """The device's floor must match the cloud's L - floor(ρL) exactly, float error included
+    (ceil((1 - ρ)L) is one more at L = 10, ρ = 0.7, and refused honest keep-sets)."""
+    from cloud_server.refine import num_kept
+
+    for num_prompt in range(1, 200):
+        for ratio in (0.1, 0.25, 0.3, 0.5, 0.7, 0.9):
+            kept = num_kept(num_prompt, ratio)
+            honest, _, _ = make_state(prompt_len=num_prompt, refine_ratio=ratio)
+            assert honest.on_cloud_event(keep_set(list(range(kept)))) is False
+            if kept > 1:
+                short, _, _ = make_state(prompt_len=num_prompt, refine_ratio=ratio)
+                assert short.on_cloud_event(keep_set(list(range(kept - 1)))) is True
