@@ -180,22 +180,12 @@ class Answer:
 
     async def _read_cloud(self) -> None:
         cfg, state = self.config, self.state
-        timeout = cfg.first_token_timeout_s
         try:
-            self._stream = await asyncio.wait_for(self._open_cloud(self.request, cfg), timeout)
-            state.on_cloud_connected()
-            if state.handoff_index is not None:
-                return  # the device took over while we were connecting: closing cancels it
-            events = aiter(self._stream.events())
-            while True:
-                timeout = cfg.stall_timeout_s if state.received else cfg.first_token_timeout_s
-                is_over = state.on_cloud_event(await asyncio.wait_for(anext(events), timeout))
-                self._wake.set()
-                if is_over:
-                    break
+            await self._read_events()
         except StopAsyncIteration:
             state.on_cloud_failed("the cloud closed the stream without an end event")
         except TimeoutError:
+            timeout = cfg.stall_timeout_s if state.received else cfg.first_token_timeout_s
             state.on_cloud_failed(f"the cloud was silent for more than {timeout:g} s")
         except PDError as err:
             state.on_cloud_failed(f"{err.code}: {err.message}")
@@ -205,8 +195,24 @@ class Answer:
         self._wake.set()
         if state.is_device_needed:
             self._start_device()  # cloud-only: the device finishes the answer
-        if state.fallback is not None:
-            await self._close_stream()  # a failed cloud gets no more of our time: cancel it
+        if state.fallback is not None or state.handoff_index == 0:
+            await self._close_stream()  # the cloud is of no more use: cancel it now
+
+    async def _read_events(self) -> None:
+        """Open the stream and feed its events to the state until it ends."""
+        cfg, state = self.config, self.state
+        opened = self._open_cloud(self.request, cfg)
+        self._stream = await asyncio.wait_for(opened, cfg.first_token_timeout_s)
+        state.on_cloud_connected()
+        if state.handoff_index is not None:
+            return  # the device took over while we were connecting
+        events = aiter(self._stream.events())
+        while True:
+            timeout = cfg.stall_timeout_s if state.received else cfg.first_token_timeout_s
+            is_over = state.on_cloud_event(await asyncio.wait_for(anext(events), timeout))
+            self._wake.set()
+            if is_over:
+                return
 
     async def _close_cloud(self, reader: asyncio.Task | None) -> None:
         if reader is not None and not reader.done():

@@ -66,10 +66,10 @@ def keep_set(positions: list[int], is_available: bool = True) -> KeepSet:
 class ScriptedCloud:
     """A fake cloud: ``open_cloud`` for ``DeviceClient`` / ``Answer``. Each event is sent
     ``delay_s`` after the previous; ``after_handoff`` events are sent once a handoff came;
-    ``silent`` sends nothing at all (the connection stays open)."""
+    ``silent`` sends nothing at all (the connection stays open); connecting takes ``connect_s``."""
 
-    def __init__(self, events=(), *, delay_s=0.0, after_handoff=(), silent=False):
-        self.script, self.delay_s = list(events), delay_s
+    def __init__(self, events=(), *, delay_s=0.0, after_handoff=(), silent=False, connect_s=0.0):
+        self.script, self.delay_s, self.connect_s = list(events), delay_s, connect_s
         self.after_handoff, self.silent = list(after_handoff), silent
         self.handoffs: list[int] = []
         self.closed = False
@@ -77,6 +77,7 @@ class ScriptedCloud:
 
     async def __call__(self, request, config) -> ScriptedCloud:
         self._handed_off = asyncio.Event()  # bound to the loop of this answer
+        await asyncio.sleep(self.connect_s)
         return self
 
     async def events(self):

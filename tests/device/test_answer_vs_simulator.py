@@ -52,11 +52,13 @@ _STUB_MODEL = SimpleNamespace(
 class _Cloud:
     """The cloud's tokens reach the device at ``ARRIVALS`` (seconds since the request)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+    def __init__(self, loop: asyncio.AbstractEventLoop, connect_s: float = 0.0) -> None:
+        self._loop, self._connect_s = loop, connect_s
         self.handoffs: list[int] = []
+        self.closed_at: float | None = None
 
     async def open(self, request, config) -> _Cloud:
+        await asyncio.sleep(self._connect_s)
         return self
 
     async def events(self):
@@ -73,16 +75,16 @@ class _Cloud:
         self.handoffs.append(at_index)
 
     async def aclose(self) -> None:
-        pass
+        self.closed_at = self._loop.time()
 
 
-def _run_client() -> tuple[list[float], list[str], int | None, list[int]]:
+def _run_client(connect_s: float = 0.0, max_tokens: int = len(ARRIVALS) + 1):
     loop = VirtualTimeLoop()
     try:
         session = ScriptedSession(ScriptedPrefill(CHUNKS, loop.time), 300, _absorb_s, TAU_D)
-        cloud = _Cloud(loop)
+        cloud = _Cloud(loop, connect_s)
         request = GenerateRequest(
-            prompt_ids=[9] * 300, max_tokens=len(ARRIVALS) + 1, cloud_tokens=len(ARRIVALS) - 1
+            prompt_ids=[9] * 300, max_tokens=max_tokens, cloud_tokens=len(ARRIVALS) - 1
         )
         config = ClientConfig(cloud_url="http://fake", stall_timeout_s=30.0)
         answer = Answer(
@@ -104,20 +106,31 @@ def _run_client() -> tuple[list[float], list[str], int | None, list[int]]:
         loop.run_until_complete(drain())
     finally:
         loop.close()
-    result = answer.result
-    assert result is not None and result.fallback is None
-    times = [t.time_s for t in result.tokens]
-    return times, result.sources, result.handoff_index, cloud.handoffs
+    assert answer.result is not None and answer.result.fallback is None
+    return answer.result, cloud
 
 
 def test_the_client_and_the_simulator_show_the_same_tokens_at_the_same_times():
-    times, sources, m, handoffs = _run_client()
+    result, cloud = _run_client()
+    times, sources, m = [t.time_s for t in result.tokens], result.sources, result.handoff_index
     clock = SimClock()
     sim = simulate_display(PACING, ARRIVALS, ScriptedPrefill(CHUNKS, clock.now), _absorb_s, clock)
     # The scenario hands off mid-stream, with cloud tokens still in flight (later ones dropped).
     assert m == sim.handoff_index == sum(at <= 1.653 for at in ARRIVALS) == 24
-    assert handoffs == [m], "the client told the cloud to stop at m"
+    assert cloud.handoffs == [m], "the client told the cloud to stop at m"
     assert sources[: m + 1] == ["cloud"] * m + ["device"]
     assert times[: m + 1] == pytest.approx(sim.shown_at, abs=1e-9)
     # The device's first own token comes after its prompt, the absorb and one τd.
     assert sim.own_shown_at >= 1.653 + _absorb_s(m)
+
+
+def test_a_device_ready_before_the_cloud_connects_cancels_the_cloud_at_once():
+    """Prompt done at 1.653 s, the cloud accepts at 2 s, the answer runs to 4.5 s: the stream
+    is closed (the cloud's request cancelled) as it opens, and no handoff is sent."""
+    result, cloud = _run_client(connect_s=2.0, max_tokens=48)
+    assert result.handoff_index == 0 and set(result.sources) == {"device"}
+    assert result.tokens[-1].time_s > 4.0, "the answer was still running"
+    assert cloud.closed_at == pytest.approx(2.0)
+    assert cloud.handoffs == []
+    assert result.first_token_source == "device"
+    assert "before the cloud's first token" in result.cloud_unused_reason
