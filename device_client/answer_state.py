@@ -102,6 +102,8 @@ class Step:
 
 
 class AnswerState:
+    """One answer's bookkeeping, for the three roles in the module docstring."""
+
     def __init__(
         self,
         spec: AnswerSpec,
