@@ -250,6 +250,61 @@ def min_safe_budget(
     return math.ceil(gap / max_interval_s) + margin
 
 
+# The one pacing rule (the tuner, and the client for untuned settings): N is sized for cloud
+# tokens shown PLAN_FACTOR x τd apart, while the speed controller may stretch them to
+# STRETCH_FACTOR x τd (issue 3's max-gap target) when the device runs late. Measured: a device
+# prefilling beside the cloud ran ~6% slower than its profile taken alone, and with
+# Δmin = Δmax = τd there was no headroom: a 0.6-0.9 s stall at every 1-2k-token handoff.
+PLAN_FACTOR = 1.2
+STRETCH_FACTOR = 1.5
+PREFILL_SAFETY_MIN = 0.05  # at least +5% on the device prefill estimate
+
+
+@dataclass(frozen=True)
+class Pacing:
+    """The speed controller's bounds for one device: Δmin its own rhythm τd, N sized at Δplan,
+    Δmax the cap."""
+
+    tau_d: float
+    min_interval_s: float
+    plan_interval_s: float
+    max_interval_s: float
+
+
+def pacing_for(tau_d: float, jitter_s: float = 0.0, tpot_slo_s: float | None = None) -> Pacing:
+    """Δmin = τd, Δplan = PLAN_FACTOR·τd + jitter, Δmax = STRETCH_FACTOR·τd + jitter (or the
+    TPOT SLO), Δmin and Δplan never above Δmax."""
+    hi = tpot_slo_s if tpot_slo_s is not None else STRETCH_FACTOR * tau_d + jitter_s
+    plan = min(PLAN_FACTOR * tau_d + jitter_s, hi)
+    return Pacing(tau_d, min(tau_d, hi), plan, hi)
+
+
+def safe_budget(
+    prompt_len: int,
+    refine_ratio: float,
+    ttft_s: float,
+    tau_d: float,
+    plan_interval_s: float,
+    device: DeviceProfile,
+    jitter_s: float = 0.0,
+    keep_set_at_s: float | None = None,
+) -> tuple[int, int]:
+    """(N, margin tokens): the least no-stall budget, Tcatch with all N + 1 tokens absorbed
+    (a fixed point: absorb(N + 1) grows with N). The prefill estimate gets the profile's own
+    error as safety (at least PREFILL_SAFETY_MIN); the margin covers the network jitter."""
+    safety = 1.0 + max(PREFILL_SAFETY_MIN, device.prefill.max_rel_err)
+    margin = math.ceil(jitter_s / plan_interval_s) + 1 if plan_interval_s > 0 else 1
+    keep_at = ttft_s if keep_set_at_s is None else keep_set_at_s
+    n = 0
+    for _ in range(50):
+        catch = safety * catch_up_time(prompt_len, refine_ratio, n + 1, device, keep_at)
+        nxt = min_safe_budget(ttft_s, catch, tau_d, plan_interval_s, margin)
+        if nxt <= n:
+            break
+        n = nxt
+    return n, margin
+
+
 def prompt_done_time(
     prompt_len: int, refine_ratio: float, keep_set_at_s: float, device: DeviceProfile
 ) -> float:

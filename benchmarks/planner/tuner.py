@@ -12,7 +12,6 @@ busy seconds per bucket.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,13 +31,13 @@ from common.timing_model import (
     display_interval,
     handoff_index,
     load_profile,
-    min_safe_budget,
+    pacing_for,
     prompt_done_time,
+    safe_budget,
     ttft_device_only,
     ttft_pd,
 )
 
-PREFILL_SAFETY_MIN = 0.05  # at least +5% on the device prefill estimate
 DEVICE_ONLY_TTFT_S = 1.0  # without a TTFT SLO: the device alone when it answers this fast
 
 
@@ -92,39 +91,20 @@ def allowed_ratios(cfg: TuneConfig) -> tuple[list[float], str]:
     )
 
 
-# N is sized for cloud tokens shown PLAN_FACTOR x τd apart, while the speed controller may stretch
-# them to STRETCH_FACTOR x τd (issue 3's max-gap target) when the device runs late. Measured: a
-# device prefilling beside the cloud ran ~6% slower than its profile taken alone, and with
-# Δmin = Δmax = τd there was no headroom: a 0.6-0.9 s stall at every 1-2k-token handoff.
-PLAN_FACTOR = 1.2
-STRETCH_FACTOR = 1.5
-
-
 def _pacing(
     device: DeviceProfile, prompt_len: int, cfg: TuneConfig
 ) -> tuple[float, float, float, float]:
-    """(τd, Δmin, Δplan, Δmax): Δmin the device's own rhythm, N sized at Δplan, Δmax the cap."""
+    """(τd, Δmin, Δplan, Δmax) by ``timing_model.pacing_for`` (the client's untuned rule too)."""
     tau_d = device.decode.mean_time(prompt_len, cfg.output_len)
-    jitter = cfg.network.jitter_s
-    hi = cfg.slo.tpot_s if cfg.slo.tpot_s is not None else STRETCH_FACTOR * tau_d + jitter
-    plan = min(PLAN_FACTOR * tau_d + jitter, hi)
-    return tau_d, min(tau_d, hi), plan, hi
+    p = pacing_for(tau_d, cfg.network.jitter_s, cfg.slo.tpot_s)
+    return p.tau_d, p.min_interval_s, p.plan_interval_s, p.max_interval_s
 
 
 def _budget(
-    prompt_len: int, ratio: float, t0: float, tau_d: float, hi: float, dev: DeviceProfile, cfg
+    prompt_len: int, ratio: float, t0: float, tau_d: float, plan: float, dev: DeviceProfile, cfg
 ) -> tuple[int, int]:
-    """(N, margin tokens): the least no-stall budget, Tcatch with all N+1 tokens absorbed."""
-    safety = 1.0 + max(PREFILL_SAFETY_MIN, dev.prefill.max_rel_err)
-    margin = math.ceil(cfg.network.jitter_s / hi) + 1
-    n = 0
-    for _ in range(50):  # fixed point: absorb(N+1) grows with N
-        catch = safety * catch_up_time(prompt_len, ratio, n + 1, dev, keep_set_at_s=t0)
-        nxt = min_safe_budget(t0, catch, tau_d, hi, margin)
-        if nxt <= n:
-            break
-        n = nxt
-    return n, margin
+    """(N, margin tokens) by ``timing_model.safe_budget``."""
+    return safe_budget(prompt_len, ratio, t0, tau_d, plan, dev, cfg.network.jitter_s)
 
 
 def predict(

@@ -6,17 +6,17 @@ import pytest
 from pydantic import ValidationError
 from tuner_profiles import fast_cloud, slow_device
 
-from benchmarks.planner.tuner import (
-    PLAN_FACTOR,
-    STRETCH_FACTOR,
-    InfeasibleError,
-    Slo,
-    TuneConfig,
-    tune,
-)
+from benchmarks.planner.tuner import InfeasibleError, Slo, TuneConfig, tune
 from benchmarks.planner.tuning_inputs import load_quality
 from common.settings import SplitSettings
-from common.timing_model import NetworkProfile, catch_up_time, cloud_busy_s, ttft_pd
+from common.timing_model import (
+    PLAN_FACTOR,
+    STRETCH_FACTOR,
+    NetworkProfile,
+    catch_up_time,
+    cloud_busy_s,
+    ttft_pd,
+)
 
 
 def _tune(**kw) -> SplitSettings:
