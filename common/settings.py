@@ -27,6 +27,10 @@ class Bucket(BaseModel):
     min_interval_s: float = Field(..., ge=0.0, description="speed controller's smallest gap")
     max_interval_s: float = Field(..., gt=0.0, description="speed controller's largest gap")
     reason: str = ""
+    # The defaults' bucket: the device client plans N and the pacing per request from its own
+    # measured speed, by the tuner's rule (``device_client/self_profile.py``); the fixed values
+    # above are used only while it has measured nothing.
+    untuned: bool = False
 
     @model_validator(mode="after")
     def _bounds(self) -> Bucket:
@@ -81,9 +85,11 @@ class SplitSettings(BaseModel):
 
 
 def default_settings() -> SplitSettings:
-    """Untuned defaults: N = 64, Δmax 250 ms; Δmin follows the device's measured decode time.
+    """Untuned defaults: the client sizes N and the pacing from its own measured speed
+    (``untuned``); N = 64, Δmax 250 ms only until it has measured anything.
 
-    Run ``pdd profile`` + ``pdd tune`` for per-length budgets that fit a given device and cloud.
+    Run ``pdd profile`` + ``pdd tune`` for per-length budgets that fit a given device and cloud
+    (the client's own plan assumes nothing of the cloud, so it asks for more cloud tokens).
     """
     return SplitSettings(
         buckets=[
@@ -95,6 +101,7 @@ def default_settings() -> SplitSettings:
                 min_interval_s=0.0,
                 max_interval_s=0.25,
                 reason="default: untuned",
+                untuned=True,
             )
         ]
     )

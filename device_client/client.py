@@ -10,7 +10,6 @@ One async path (``answer``); the sync methods drive it on a private event loop.
 from __future__ import annotations
 
 import asyncio
-import statistics
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -24,6 +23,8 @@ from common.wire import validation_message
 
 from .answer import Answer, CloudOpener
 from .config import ClientConfig
+from .local_runtime import measure_forwards
+from .self_profile import SelfProfile, untuned_plan
 from .speed_controller import PacingConfig
 from .transports import open_stream
 from .types import DisplayedToken, GenerationResult, Mode
@@ -53,7 +54,20 @@ class DeviceClient:
         self._open_cloud = open_cloud
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pdd-device")
         self._loop: asyncio.AbstractEventLoop | None = None  # for the sync API only
-        self.decode_s_estimate: float | None = None  # τ̂d, learnt from this device's answers
+        self.self_profile = SelfProfile()  # this device's speed, learnt from its forwards
+        if self.config.cloud_url is not None and self.config.warm_up:
+            self.warm_up()
+
+    @property
+    def decode_s_estimate(self) -> float | None:
+        """τ̂d, learnt from this device's warm-up and answers."""
+        return self.self_profile.decode_s
+
+    def warm_up(self) -> None:
+        """Time a short prefill and two decode steps (at the emulated speed), so the first pd
+        answer is planned and paced with this device's speed (``self_profile``)."""
+        session = measure_forwards(self.model, self.config.device_slowdown)
+        self.self_profile.observe(session.forwards, session.decode_s)
 
     def close(self) -> None:
         if self._loop is not None:
@@ -99,35 +113,44 @@ class DeviceClient:
             mode = Mode.CLOUD  # the settings say this device is too slow to take over
         if mode is Mode.CLOUD:
             cloud_tokens = max_tokens - 1  # the cloud streams the whole answer
+        ratio = bucket.refine_ratio if refine_ratio is None else refine_ratio
+        profile = self.self_profile.profile()
+        pacing, planned_n = _SHOW_ON_ARRIVAL, bucket.cloud_tokens
+        if mode is Mode.PD and bucket.untuned and profile is not None:
+            # No settings file: N and the pacing by the tuner's rule, from this device's speed.
+            jitter_s = self.config.network.jitter_ms / 1000
+            planned_n, pacing = untuned_plan(
+                profile, len(prompt_ids), max_tokens, max(ratio, 0.0), jitter_s
+            )
+        elif mode is Mode.PD:
+            # Δmin follows the device's own measured rhythm so it does not change at the handoff.
+            tau_d = max(bucket.min_interval_s, self.decode_s_estimate or 0.0)
+            rate = None
+            if profile is not None:
+                rate = len(prompt_ids) / max(profile.prefill.time(len(prompt_ids)), 1e-9)
+            pacing = PacingConfig(
+                min_interval_s=min(tau_d, bucket.max_interval_s),
+                max_interval_s=bucket.max_interval_s,
+                decode_interval_s=tau_d,
+                prefill_rate_tok_s=rate,
+            )
         try:
             request = GenerateRequest(
                 prompt_ids=prompt_ids,
                 max_tokens=max_tokens,
-                cloud_tokens=bucket.cloud_tokens if cloud_tokens is None else cloud_tokens,
-                refine_ratio=bucket.refine_ratio if refine_ratio is None else refine_ratio,
+                cloud_tokens=planned_n if cloud_tokens is None else cloud_tokens,
+                refine_ratio=ratio,
                 sampling=sampling or SamplingParams(),
                 fingerprint=self.model.fingerprint,
             )
         except ValidationError as err:
             raise InvalidRequest(validation_message(err)) from None
-        pacing = _SHOW_ON_ARRIVAL
-        if mode is Mode.PD:
-            # Δmin follows the device's own measured rhythm so it does not change at the handoff.
-            tau_d = max(bucket.min_interval_s, self.decode_s_estimate or 0.0)
-            pacing = PacingConfig(
-                min_interval_s=min(tau_d, bucket.max_interval_s),
-                max_interval_s=bucket.max_interval_s,
-                decode_interval_s=tau_d,
-            )
         return request, mode, pacing
 
     def _observe(self, answer: Answer) -> None:
-        """Online correction: learn τ̂d from the local decode steps of each answer."""
-        steps = answer.session.decode_s
-        if steps:
-            measured = statistics.median(steps)
-            old = self.decode_s_estimate
-            self.decode_s_estimate = measured if old is None else 0.5 * (old + measured)
+        """Online correction: learn the device's speed from each answer's forwards."""
+        session = answer.session
+        self.self_profile.observe(getattr(session, "forwards", []), session.decode_s)
 
     def answer(self, prompt: str | None = None, **kwargs) -> Answer:
         """An answer to iterate (``async for tok in answer``); ``answer.result`` afterwards."""

@@ -86,6 +86,9 @@ class ClientConfig:
     first_token_timeout_s: float = 60.0  # the device keeps prefilling meanwhile
     stall_timeout_s: float = 2.0  # longest silence from the cloud before finishing locally
     settings: SplitSettings = field(default_factory=default_settings)
+    # With a cloud: time a short prefill and decode at start-up (~1 s at the phone emulation),
+    # so the first pd answer is planned with this device's speed (``self_profile.py``).
+    warm_up: bool = True
     network: NetworkEmulation = NetworkEmulation()
     api_key: str | None = field(default=None, repr=False)  # sent as "Authorization: Bearer KEY"
 

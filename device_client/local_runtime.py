@@ -73,6 +73,9 @@ class LocalSession:
         self.updated_at: float | None = None  # when the latest prefill chunk finished
         self._chunks: list[tuple[float, float]] = []  # (mid cache position, seconds per token)
         self.decode_s: list[float] = []  # (emulated) durations of single-token forwards
+        # Every forward as (tokens, cached context before it, emulated seconds): what the
+        # client learns its device's speed from (``self_profile.SelfProfile``).
+        self.forwards: list[tuple[int, int, float]] = []
 
     @property
     def prompt_len(self) -> int:
@@ -112,12 +115,15 @@ class LocalSession:
 
     def _forward(self, token_ids: list[int], positions: list[int]) -> float:
         """One forward; returns its (emulated) duration."""
+        context = self.prompt_done + self.absorbed
         start = self._clock()
         self.logits = forward_tokens(self._lm.model, token_ids, positions, self.cache)
         elapsed = self._clock() - start
         if self._slowdown > 1.0:  # emulate a device K times slower than this machine
             time.sleep((self._slowdown - 1.0) * elapsed)
-        return elapsed * self._slowdown
+        duration = elapsed * self._slowdown
+        self.forwards.append((len(token_ids), context, duration))
+        return duration
 
     def prefill_chunk(self) -> int:
         """Prefill the next chunk of the (kept) prompt; return how many tokens it covered."""
@@ -152,3 +158,22 @@ class LocalSession:
         """Sample answer token ``absorbed`` from the logits of the last forward."""
         assert self.logits is not None, "nothing prefilled yet"
         return sample_token(self.logits, sampling, self.absorbed)
+
+
+WARM_UP_TOKENS = 32  # the warm-up's prompt chunk: about a chat prompt's length
+
+
+def measure_forwards(
+    lm: LoadedModel, slowdown: float = 1.0, num_tokens: int = WARM_UP_TOKENS
+) -> LocalSession:
+    """A warm-up: one short prefill and two decode steps, run once untimed (first-forward costs)
+    and once timed at the emulated ``slowdown``; the timed session's ``forwards`` and
+    ``decode_s`` are a first measure of this device's speed."""
+    vocab = lm.model.get_input_embeddings().num_embeddings
+    ids = [(100 + i) % vocab for i in range(num_tokens)]
+    for factor in (1.0, slowdown):
+        session = LocalSession(lm, ids, chunk_tokens=num_tokens, slowdown=factor)
+        session.prefill_chunk()
+        for _ in range(2):
+            session.absorb([session.next_token(SamplingParams())])
+    return session

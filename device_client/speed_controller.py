@@ -118,7 +118,15 @@ class SpeedController:
             prefill_left, absorb = (total - done) / rate, to_absorb / rate
         # Count the remaining prefill from the last chunk's end, not from now: the in-flight chunk
         # is already under way (counting from now made the estimate a sawtooth, one tooth a chunk).
+        # Before any chunk is done, from the prefill's start: a chat prompt is one chunk, and
+        # counting it from now slid the estimate forward for the whole prefill.
         start = now if progress.updated_at is None else min(progress.updated_at, now)
+        if (
+            progress.updated_at is None
+            and progress.prompt_done == 0
+            and progress.started_at is not None
+        ):
+            start = min(progress.started_at, now)
         prompt_end = max(start + _SAFETY * prefill_left, now)
         absorb_end = _SAFETY * absorb + tau_d if to_absorb else 0.0  # one more forward
         return prompt_end, prompt_end + absorb_end + tau_d
