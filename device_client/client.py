@@ -114,7 +114,7 @@ class DeviceClient:
         if mode is Mode.CLOUD:
             cloud_tokens = max_tokens - 1  # the cloud streams the whole answer
         ratio = bucket.refine_ratio if refine_ratio is None else refine_ratio
-        profile = self.self_profile.profile()
+        profile = self.self_profile.profile(len(prompt_ids))
         pacing, planned_n = _SHOW_ON_ARRIVAL, bucket.cloud_tokens
         if mode is Mode.PD and bucket.untuned and profile is not None:
             # No settings file: N and the pacing by the tuner's rule, from this device's speed.

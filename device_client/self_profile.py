@@ -36,6 +36,8 @@ MAX_SAMPLES = 48  # the latest multi-token forwards kept for the fit
 # Until an answer has checked the warm-up's estimate, the prefill may be this much slower: the
 # warm-up runs alone, an answer's prefill beside the cloud on a shared machine.
 UNCHECKED_ERROR = 0.25
+QUADRATIC_SPAN = 256  # cache positions the forwards must span before c is fitted
+EXTRAPOLATION = 2.0  # prompts longer than this x the longest context measured are extrapolated
 
 
 class SelfProfile:
@@ -65,15 +67,26 @@ class SelfProfile:
             old = self.decode_s
             self.decode_s = measured if old is None else 0.5 * (old + measured)
 
-    def profile(self) -> DeviceProfile | None:
-        """The fitted device profile; None before a multi-token forward and a decode step."""
+    def profile(self, prompt_len: int = 0) -> DeviceProfile | None:
+        """The fitted device profile (for prompts of ``prompt_len``); None before a
+        multi-token forward and a decode step.
+
+        Attention's quadratic term is fitted only once the forwards span QUADRATIC_SPAN cache
+        positions: from short prompts alone it is unidentifiable (a c-only fit of two chat
+        prompts put a 2k-token prefill at hours). Past EXTRAPOLATION x the longest context
+        measured, the linear fit underestimates, so the error is at least UNCHECKED_ERROR."""
         if self.decode_s is None or not self._forwards:
             return None
         last_n, last_ctx, _ = self._forwards[-1]
         samples = [*self._forwards, (1, last_ctx + last_n, self.decode_s)]
-        rows = [[1.0, n, (ctx + n) ** 2 - ctx**2] for n, ctx, _ in samples]
+        ends = [ctx + n for n, ctx, _ in samples]
+        span = max(ends) - min(ends)
+        rows = [[1.0, n, (ctx + n) ** 2 - ctx**2 if span >= QUADRATIC_SPAN else 0.0]
+                for n, ctx, _ in samples]  # fmt: skip
         (a, b, c), rmse, rel = fit_nonnegative(rows, [s for _, _, s in samples])
         error = max(rel, UNCHECKED_ERROR if self.error is None else self.error)
+        if prompt_len > EXTRAPOLATION * max(ends):
+            error = max(error, UNCHECKED_ERROR)
         prefill = PrefillCost(a=a, b=b, c=c, rmse_s=rmse, max_rel_err=error)
         return DeviceProfile(prefill, DecodeCost(d0=self.decode_s), meta={"name": "self"})
 

@@ -114,8 +114,9 @@ def simulate_display(
         eos_token_ids=frozenset(),
     )
     state = AnswerState(spec, Mode.PD, pacing, device, clock.now)
-    # (time, order, what): at equal times cloud tokens come first, as ``bisect_right`` counts
-    # a token arriving exactly when the prompt is done as received.
+    # (time, order, what): at equal times cloud tokens come first: a token arriving exactly
+    # when the prompt is done is received (m is the state's, and the same count as
+    # ``timing_model.handoff_index``: tokens received when the prompt prefill ends).
     events: list[tuple[float, int, str]] = [(at, i, "cloud") for i, at in enumerate(arrivals)]
     events += [(at, budget, "chunk") for at in device.chunk_ends()]
     events.append((device.prompt_done_s, budget + 1, "prompt done"))

@@ -134,3 +134,24 @@ def test_a_device_ready_before_the_cloud_connects_cancels_the_cloud_at_once():
     assert cloud.handoffs == []
     assert result.first_token_source == "device"
     assert "before the cloud's first token" in result.cloud_unused_reason
+
+
+@pytest.mark.parametrize(
+    ("ttft", "tau_c", "done", "n"),
+    [
+        (0.5, 0.05, 1.653, 30),
+        (0.5, 0.05, 0.5 + 0.05 * 7, 30),
+        (0.5, 0.1, 9.0, 12),
+        (2.0, 0.1, 1.0, 8),
+    ],
+)
+def test_the_simulated_handoff_index_is_the_timing_models(ttft, tau_c, done, n):
+    """One definition of m: the simulator's (the answer state's count of tokens received when
+    the prompt is done) is ``timing_model.handoff_index``, ties (a token arriving as the prompt
+    ends) included, the budget's cap included."""
+    from benchmarks.planner.sim_display import run_display
+    from common.timing_model import handoff_index
+
+    arrivals = [ttft + tau_c * i for i in range(1 + n)]
+    sim = run_display(PACING, arrivals, 300, done, _absorb_s)
+    assert sim.handoff_index == handoff_index(ttft, done, tau_c, 1 + n)
