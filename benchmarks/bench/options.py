@@ -126,7 +126,16 @@ class BenchOptions:
             hi = b.max_interval_s if self.max_interval_ms is None else self.max_interval_ms / 1000
             lo = b.min_interval_s if self.min_interval_ms is None else self.min_interval_ms / 1000
             buckets.append(
-                b.model_copy(update={"max_interval_s": hi, "min_interval_s": min(lo, hi)})
+                b.model_copy(
+                    update={
+                        "max_interval_s": hi,
+                        "min_interval_s": min(lo, hi),
+                        # a pacing override is honoured as given, not re-planned by the client
+                        "untuned": b.untuned
+                        and self.max_interval_ms is None
+                        and self.min_interval_ms is None,
+                    }
+                )
             )
         return settings.model_copy(update={"buckets": buckets})
 
