@@ -73,7 +73,7 @@ class Engine:
         self.scheduler = Scheduler(self.config)
         self._clock = clock or MonotonicClock()
         self._cond = threading.Condition()
-        self._recent_ids: OrderedDict[str, None] = OrderedDict()
+        self._recent_ids: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._is_closed = False
         self._thread: threading.Thread | None = None
 
@@ -108,9 +108,10 @@ class Engine:
 
     # ---- requests (called from the event loop thread) --------------------------------------
 
-    def submit(self, request: GenerateRequest) -> RequestStream:
+    def submit(self, request: GenerateRequest, owner: str = "") -> RequestStream:
         """Validate and admit ``request`` at once, or raise a ``PDError`` saying why not.
 
+        ``owner`` is the caller as the front end knows it; only the same owner may hand off.
         Must be called from the event loop that will consume the returned stream.
         """
         loop = asyncio.get_running_loop()
@@ -123,6 +124,7 @@ class Engine:
             mailbox=Mailbox(loop),
             detokenizer=Detokenizer(self.loaded.tokenizer),
             arrival_s=self._clock.now(),
+            owner=owner,
         )
         with self._cond:
             if self._is_closed:
@@ -136,17 +138,20 @@ class Engine:
             self._cond.notify()
         return RequestStream(self, seq)
 
-    def handoff(self, request_id: str, at_index: int) -> str:
+    def handoff(self, request_id: str, at_index: int, owner: str = "") -> str:
         """The device shows tokens from ``at_index`` on: stop decoding this request.
 
         Returns "stopping", or "finished" for a request that already ended (a late handoff is
-        normal: the cloud may hit its budget while the handoff is on the wire).
+        normal: the cloud may hit its budget while the handoff is on the wire). Another owner's
+        request gets exactly the answer an unknown id gets.
         """
         message = f"device took over at index {at_index}"
         with self._cond:
             seq = self.scheduler.find(request_id)
+            if seq is not None and seq.owner != owner:
+                seq = None
             if seq is None:
-                if request_id in self._recent_ids:
+                if (owner, request_id) in self._recent_ids:
                     return "finished"
                 raise UnknownRequest(
                     f"no request with id {request_id!r} is running on this server; "
@@ -238,7 +243,7 @@ class Engine:
         now = self._clock.now()
         with self._cond:
             self.scheduler.finish(seq)
-            self._remember(seq.request_id)
+            self._remember((seq.owner, seq.request_id))
             self.metrics.active.set(self.scheduler.num_active)
         self.runner.release(seq)
         busy_s = now - seq.admitted_s if seq.admitted_s is not None else 0.0
@@ -252,8 +257,8 @@ class Engine:
         seq.mailbox.put(End(reason=reason, usage=usage, message=message))
         self.metrics.observe_end(reason.value, seq.num_tokens, busy_s)
 
-    def _remember(self, request_id: str) -> None:
-        self._recent_ids[request_id] = None
+    def _remember(self, key: tuple[str, str]) -> None:
+        self._recent_ids[key] = None
         while len(self._recent_ids) > self.config.num_recent_ids:
             self._recent_ids.popitem(last=False)
 

@@ -26,11 +26,16 @@ def validation_message(err: ValidationError) -> str:
     parts = []
     for e in err.errors():
         where = ".".join(str(p) for p in e["loc"]) or "request"
-        parts.append(f"{where}: {e['msg']}")
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown parameter; this server does not implement it"
+        parts.append(f"{where}: {msg}")
     return "; ".join(parts)
 
 
 def request_to_proto(req: GenerateRequest) -> pb.DeviceMessage:
+    if req.logprobs is not None or req.prompt_logprobs is not None:
+        raise InvalidRequest("logprobs travel over HTTP only; use the HTTP transport for them")
     s = req.sampling
     msg = pb.GenerateRequest(
         request_id=req.request_id,
@@ -100,9 +105,10 @@ def event_to_proto(event: Event) -> pb.CloudMessage:
             )
         )
     if isinstance(event, FirstToken):
-        return pb.CloudMessage(first_token=pb.FirstToken(**event.model_dump(exclude={"type"})))
+        fields = event.model_dump(exclude={"type", "logprob", "prompt_logprobs"})
+        return pb.CloudMessage(first_token=pb.FirstToken(**fields))
     if isinstance(event, Token):
-        return pb.CloudMessage(token=pb.Token(**event.model_dump(exclude={"type"})))
+        return pb.CloudMessage(token=pb.Token(**event.model_dump(exclude={"type", "logprob"})))
     usage = pb.Usage(**event.usage.model_dump())
     return pb.CloudMessage(
         end=pb.End(reason=event.reason.value, usage=usage, message=event.message)

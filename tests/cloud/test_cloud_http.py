@@ -117,6 +117,33 @@ def test_bad_request_gets_4xx_with_a_message(cloud_server, body, status, code, t
 
 @pytest.mark.parametrize(
     ("content", "text"),
+    [
+        (
+            b'{"prompt": "hi", "max_tokens": "5", "cloud_tokens": 1}',
+            "max_tokens: Input should be a valid integer",
+        ),
+        (
+            b'{"prompt": "hi", "max_tokens": true, "cloud_tokens": 1}',
+            "max_tokens: Input should be a valid integer",
+        ),
+        (
+            b'{"prompt": "hi", "max_tokens": 4, "cloud_tokens": 1.0}',
+            "cloud_tokens: Input should be a valid integer",
+        ),
+        (
+            b'{"prompt": "hi", "max_tokens": 4, "cloud_tokens": 1, "sampling": {"temperature": NaN}}',
+            "sampling.temperature: Input should be a finite number",
+        ),
+    ],
+)
+def test_non_integer_counts_and_nan_are_refused_by_name(cloud_server, content, text):
+    reply = httpx.post(cloud_server.http_url + "/v1/pd/generate", content=content)
+    assert reply.status_code == 400
+    assert text in reply.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("content", "text"),
     [(b"{not json", "Invalid JSON"), (b"[1, 2]", "should be an object"), (b"", "Invalid JSON")],
 )
 def test_malformed_json_gets_400(cloud_server, content, text):

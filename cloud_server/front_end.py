@@ -1,0 +1,70 @@
+"""What every front end (pd HTTP, OpenAI, gRPC) does before the engine, written once.
+
+- ``parse_body``: malformed JSON and schema errors become ``InvalidRequest`` (HTTP 400).
+- ``submit``: a text prompt's size is checked on its byte length first, then it is tokenized
+  (chat template included) in a worker thread, so a huge prompt never stalls other streams on
+  the event loop; the engine gets token ids.
+- ``owner_of``: who may hand a request off. With API keys on, the caller's key (hashed); with
+  keys off, a per-request secret the cloud hands out with the stream (``REQUEST_SECRET_HEADER``
+  on HTTP) and the device sends back with its handoff. Anyone else gets the unknown-id answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from common.errors import InvalidRequest, PDError
+from common.messages import GenerateRequest
+from common.wire import validation_message
+
+from .engine import Engine, RequestStream
+from .validation import check_prompt_size, prompt_ids_for
+
+M = TypeVar("M", bound=BaseModel)
+
+REQUEST_SECRET_HEADER = "x-pd-request-secret"
+
+
+def parse_body(model: type[M], body: bytes) -> M:
+    """Malformed JSON and schema errors become ``InvalidRequest`` with a readable message."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as err:
+        raise InvalidRequest(validation_message(err)) from None
+    except RecursionError:  # pydantic's parser limits depth itself; this is a safety net
+        raise InvalidRequest("request: JSON nested too deeply") from None
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(16)
+
+
+def owner_of(api_keys: frozenset[str], authorization: str | None, secret: str | None) -> str:
+    """The engine owner of a caller: its key when keys are on, else the request's secret."""
+    if api_keys:
+        token = (authorization or "").partition(" ")[2].strip()
+        return "key:" + hashlib.sha256(token.encode()).hexdigest()
+    return "secret:" + (secret or "")
+
+
+async def tokenized(request: GenerateRequest, engine: Engine) -> GenerateRequest:
+    """``request`` with its text prompt (or chat messages) as token ids, encoded off the loop."""
+    if request.prompt_ids is not None:
+        return request
+    check_prompt_size(request, engine.loaded, engine.config)
+    ids = await asyncio.to_thread(prompt_ids_for, request, engine.loaded)
+    return request.model_copy(update={"prompt_ids": ids, "prompt": None, "messages": None})
+
+
+async def submit(engine: Engine, request: GenerateRequest, owner: str = "") -> RequestStream:
+    """Check, tokenize off the loop and admit; a refusal is counted and raised."""
+    try:
+        return engine.submit(await tokenized(request, engine), owner)
+    except PDError as err:
+        engine.metrics.count_rejected(err.code)
+        raise
