@@ -11,19 +11,18 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from sse_starlette import EventSourceResponse
 
-from common.errors import InvalidRequest, NotConfigured, PDError
+from common.errors import NotConfigured
 from common.messages import GenerateRequest, Handoff
 from common.settings import SplitSettings
-from common.wire import validation_message
+from common.wire import parse_body
 
 from .config import SecurityConfig
 from .engine import Engine, RequestStream
-from .front_end import REQUEST_SECRET_HEADER, new_secret, owner_of, parse_body, submit
-from .http_errors import error_response
+from .front_end import REQUEST_SECRET_HEADER, new_secret, owner_of, submit
+from .http_errors import add_error_handlers
 from .openai_api import add_openai_routes
 from .openapi_doc import describe_routes
 from .security import SecurityMiddleware
@@ -48,7 +47,7 @@ def create_http_app(
     security = security or SecurityConfig()
     app = FastAPI(title="pd-device cloud", docs_url=None, redoc_url=None)
     app.add_middleware(SecurityMiddleware, config=security)
-    _add_error_handlers(app)
+    add_error_handlers(app)
     add_openai_routes(app, engine)
 
     def owner(request: Request, secret: str | None) -> str:
@@ -93,18 +92,3 @@ def create_http_app(
 
     describe_routes(app)
     return app
-
-
-def _add_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(PDError)
-    async def on_pd_error(_: Request, err: PDError) -> JSONResponse:
-        return error_response(err)
-
-    @app.exception_handler(RequestValidationError)
-    async def on_validation_error(_: Request, err: RequestValidationError) -> JSONResponse:
-        return error_response(InvalidRequest(validation_message(err)))  # type: ignore[arg-type]
-
-    @app.exception_handler(Exception)
-    async def on_unexpected(_: Request, err: Exception) -> JSONResponse:
-        log.exception("unhandled error")
-        return error_response(PDError(f"internal error: {type(err).__name__}"))

@@ -1,6 +1,5 @@
 """What every front end (pd HTTP, OpenAI, gRPC) does before the engine, written once.
 
-- ``parse_body``: malformed JSON and schema errors become ``InvalidRequest`` (HTTP 400).
 - ``submit``: a text prompt's size is checked on its byte length first, then it is tokenized
   (chat template included) in a worker thread, so a huge prompt never stalls other streams on
   the event loop; the engine gets token ids.
@@ -14,30 +13,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
-from typing import TypeVar
 
-from pydantic import BaseModel, ValidationError
-
-from common.errors import InvalidRequest, PDError
+from common.errors import PDError
 from common.messages import GenerateRequest
-from common.wire import validation_message
+from common.wire import REQUEST_SECRET_HEADER
 
 from .engine import Engine, RequestStream
 from .validation import check_prompt_size, prompt_ids_for
 
-M = TypeVar("M", bound=BaseModel)
-
-REQUEST_SECRET_HEADER = "x-pd-request-secret"
-
-
-def parse_body(model: type[M], body: bytes) -> M:
-    """Malformed JSON and schema errors become ``InvalidRequest`` with a readable message."""
-    try:
-        return model.model_validate_json(body)
-    except ValidationError as err:
-        raise InvalidRequest(validation_message(err)) from None
-    except RecursionError:  # pydantic's parser limits depth itself; this is a safety net
-        raise InvalidRequest("request: JSON nested too deeply") from None
+__all__ = ["REQUEST_SECRET_HEADER", "new_secret", "owner_of", "submit", "tokenized"]
 
 
 def new_secret() -> str:

@@ -33,10 +33,10 @@ from common.messages import (
     Token,
     TokenLogprob,
 )
-from common.wire import validation_message
+from common.wire import parse_body, validation_message
 
 from .engine import Engine, RequestStream
-from .front_end import new_secret, parse_body, submit, tokenized
+from .front_end import new_secret, submit, tokenized
 from .http_errors import error_body
 from .openai_logprobs import LogprobFormatter
 from .openai_schema import (

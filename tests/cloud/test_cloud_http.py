@@ -10,7 +10,8 @@ from cloud_clients import end_of, http_events, story, token_ids
 from httpx_sse import connect_sse
 from server_probes import metric, wait_for
 
-from common.messages import EndReason, FirstToken, KeepSet, Token
+from common.messages import EndReason, FirstToken, KeepSet, Token, parse_event
+from common.wire import REQUEST_SECRET_HEADER
 
 
 def test_stream_is_first_token_then_consecutive_tokens_then_end(cloud_server):
@@ -49,15 +50,22 @@ def test_handoff_stops_the_cloud_early(cloud_server):
     url = cloud_server.http_url
     handoffs_before = metric(url, "pdd_handoffs_total")
     body = story(max_tokens=16, cloud_tokens=15, request_id="handoff-http")
-    replies = []
-
-    def on_event(event) -> None:
-        if isinstance(event, Token) and event.index == 2:
-            replies.append(
-                httpx.post(f"{url}/v1/pd/requests/handoff-http/handoff", json={"at_index": 3})
-            )
-
-    events = http_events(url, body, on_event)
+    replies, events = [], []
+    with (
+        httpx.Client(timeout=60.0) as client,
+        connect_sse(client, "POST", url + "/v1/pd/generate", json=body) as source,
+    ):
+        secret = source.response.headers[REQUEST_SECRET_HEADER]
+        for sse in source.iter_sse():
+            events.append(parse_event(sse.event, sse.data))
+            if isinstance(events[-1], Token) and events[-1].index == 2:
+                replies.append(
+                    client.post(
+                        f"{url}/v1/pd/requests/handoff-http/handoff",
+                        json={"at_index": 3},
+                        headers={REQUEST_SECRET_HEADER: secret},
+                    )
+                )
     assert replies[0].status_code == 200 and replies[0].json()["status"] == "stopping"
     end = end_of(events)
     assert end.reason is EndReason.HANDOFF
