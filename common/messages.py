@@ -46,6 +46,12 @@ class GenerateRequest(_Msg):
     ``messages`` are conveniences for curl users. ``raw`` skips the chat template for ``prompt``.
     """
 
+    model_config = ConfigDict(  # the JSON schema says a prompt is needed (the validator: one)
+        json_schema_extra={
+            "anyOf": [{"required": [f]} for f in ("prompt_ids", "prompt", "messages")]
+        }
+    )
+
     request_id: str = Field(default_factory=lambda: uuid.uuid4().hex, min_length=1, max_length=128)
     prompt_ids: list[StrictInt] | None = None
     prompt: str | None = None

@@ -79,7 +79,7 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 
 @schema.parametrize()
 @settings(
-    max_examples=40,
+    max_examples=50,
     deadline=None,
     phases=[Phase.generate],
     suppress_health_check=list(HealthCheck),
