@@ -32,7 +32,7 @@ from common.wire import (
 )
 
 from .config import SecurityConfig
-from .engine import Engine
+from .engine_api import CloudEngine
 from .front_end import new_secret, submit
 from .security import check_bearer
 
@@ -93,7 +93,7 @@ def authorization_of(context: grpc.aio.ServicerContext) -> str | None:
 
 
 class PDServicer:
-    def __init__(self, engine: Engine, security: SecurityConfig) -> None:
+    def __init__(self, engine: CloudEngine, security: SecurityConfig) -> None:
         self.engine = engine
         self.security = security
 
@@ -104,13 +104,7 @@ class PDServicer:
         owner = "grpc:" + secret  # only this stream's handoffs reach its request
         try:
             check_bearer(self.security.api_keys, authorization_of(context))
-            request = await read_request(messages)
-        except PDError as err:
-            self.engine.metrics.count_rejected(err.code)
-            await abort_with(context, err)
-            return
-        try:
-            stream = await submit(self.engine, request, owner)
+            stream = await submit(self.engine, await read_request(messages), owner)
         except PDError as err:
             await abort_with(context, err)
             return
@@ -138,7 +132,7 @@ class PDServicer:
 
 
 def create_grpc_server(
-    engine: Engine, address: str, security: SecurityConfig | None = None
+    engine: CloudEngine, address: str, security: SecurityConfig | None = None
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
     """A grpc.aio server (not started) bound to ``address``, with PDService and health (open)."""
     security = security or SecurityConfig()

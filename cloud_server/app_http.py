@@ -20,7 +20,7 @@ from common.settings import SplitSettings
 from common.wire import parse_body
 
 from .config import SecurityConfig
-from .engine import Engine, RequestStream
+from .engine_api import CloudEngine, RequestStream
 from .front_end import REQUEST_SECRET_HEADER, new_secret, owner_of, submit
 from .http_errors import add_error_handlers
 from .openai_api import add_openai_routes
@@ -40,7 +40,7 @@ async def sse_events(stream: RequestStream) -> AsyncIterator[dict]:
 
 
 def create_http_app(
-    engine: Engine,
+    engine: CloudEngine,
     security: SecurityConfig | None = None,
     settings: SplitSettings | None = None,
 ) -> FastAPI:
@@ -75,12 +75,12 @@ def create_http_app(
 
     @app.get("/health")
     async def health() -> dict:
-        loaded = engine.loaded
+        model = engine.model
         return {
             "status": "ok",
-            "model": loaded.name,
-            "fingerprint": loaded.fingerprint,
-            "platform": loaded.platform.name,
+            "model": model.name,
+            "fingerprint": model.fingerprint,
+            "platform": model.platform.name,
             "active_requests": engine.num_active,
             "max_concurrent_requests": engine.config.max_concurrent_requests,
         }

@@ -18,7 +18,7 @@ from common.errors import PDError
 from common.messages import GenerateRequest
 from common.wire import REQUEST_SECRET_HEADER
 
-from .engine import Engine, RequestStream
+from .engine_api import CloudEngine, RequestStream
 from .validation import check_prompt_size, prompt_ids_for
 
 __all__ = ["REQUEST_SECRET_HEADER", "new_secret", "owner_of", "submit", "tokenized"]
@@ -36,19 +36,20 @@ def owner_of(api_keys: frozenset[str], authorization: str | None, secret: str | 
     return "secret:" + (secret or "")
 
 
-async def tokenized(request: GenerateRequest, engine: Engine) -> GenerateRequest:
+async def tokenized(request: GenerateRequest, engine: CloudEngine) -> GenerateRequest:
     """``request`` with its text prompt (or chat messages) as token ids, encoded off the loop."""
     if request.prompt_ids is not None:
         return request
-    check_prompt_size(request, engine.loaded, engine.config)
-    ids = await asyncio.to_thread(prompt_ids_for, request, engine.loaded)
+    check_prompt_size(request, engine.model, engine.config)
+    ids = await asyncio.to_thread(prompt_ids_for, request, engine.model)
     return request.model_copy(update={"prompt_ids": ids, "prompt": None, "messages": None})
 
 
-async def submit(engine: Engine, request: GenerateRequest, owner: str = "") -> RequestStream:
-    """Check, tokenize off the loop and admit; a refusal is counted and raised."""
+async def submit(engine: CloudEngine, request: GenerateRequest, owner: str = "") -> RequestStream:
+    """Check, tokenize off the loop and admit (the engine counts its own refusals)."""
     try:
-        return engine.submit(await tokenized(request, engine), owner)
-    except PDError as err:
+        request = await tokenized(request, engine)
+    except PDError as err:  # refused before the engine saw it: counted here, once
         engine.metrics.count_rejected(err.code)
         raise
+    return engine.submit(request, owner)

@@ -35,7 +35,7 @@ from common.messages import (
 )
 from common.wire import parse_body, validation_message
 
-from .engine import Engine, RequestStream
+from .engine_api import CloudEngine, RequestStream
 from .front_end import new_secret, submit, tokenized
 from .http_errors import error_body
 from .openai_logprobs import LogprobFormatter
@@ -248,9 +248,9 @@ async def _disconnected(request: Request) -> None:
         pass
 
 
-def add_openai_routes(app: FastAPI, engine: Engine) -> None:
-    model_name = engine.loaded.name
-    formatter = LogprobFormatter(engine.loaded.tokenizer)
+def add_openai_routes(app: FastAPI, engine: CloudEngine) -> None:
+    model_name = engine.model.name
+    formatter = LogprobFormatter(engine.model.tokenizer)
 
     async def serve(request: Request, kind: type[CompletionRequest] | type[ChatRequest]):
         req = parse_body(kind, await request.body())

@@ -9,17 +9,11 @@ from enum import Enum, auto
 from typing import Any
 
 from common.detokenize import Detokenizer
-from common.messages import (
-    End,
-    EndReason,
-    FirstToken,
-    GenerateRequest,
-    KeepSet,
-    Token,
-    TokenLogprob,
-)
+from common.messages import EndReason, FirstToken, GenerateRequest, Token, TokenLogprob
 
-Event = KeepSet | FirstToken | Token | End
+from .engine_api import Event
+
+RequestKey = tuple[str, str]  # (owner, request_id): requests of two owners never collide
 
 
 class Mailbox:
@@ -55,6 +49,7 @@ class Sequence:
     mailbox: Mailbox
     detokenizer: Detokenizer
     arrival_s: float
+    owner: str = ""  # opaque, from the front end; see ``engine_api``
     status: SequenceStatus = SequenceStatus.QUEUED
     token_ids: list[int] = field(default_factory=list)
     admitted_s: float | None = None
@@ -64,13 +59,16 @@ class Sequence:
     stop_message: str = ""
     kv: Any = None  # owned by the model runner
     num_prefilled: int = 0  # prompt tokens scheduled into the KV cache so far (chunked prefill)
-    owner: str = ""  # who submitted it (the front end's caller); only they may hand off
     next_logprob: TokenLogprob | None = None  # the next token's, when the request asks for them
     prompt_logprobs: list[TokenLogprob] | None = None  # sent with the first token when asked
 
     @property
     def request_id(self) -> str:
         return self.request.request_id
+
+    @property
+    def key(self) -> RequestKey:
+        return (self.owner, self.request.request_id)
 
     @property
     def num_prompt_tokens(self) -> int:

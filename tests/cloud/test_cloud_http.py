@@ -169,6 +169,15 @@ def test_malformed_json_gets_400(cloud_server, content, text):
     assert text in reply.json()["error"]["message"]
 
 
+def test_a_refused_request_is_counted_once(cloud_server):
+    url = cloud_server.http_url
+    code = 'reason="fingerprint_mismatch"'
+    rejected_before = metric(url, "pdd_rejected_requests_total", code)
+    reply = httpx.post(url + "/v1/pd/generate", json=story(fingerprint="0000"))
+    assert reply.status_code == 409
+    assert metric(url, "pdd_rejected_requests_total", code) == rejected_before + 1
+
+
 def test_handoff_for_an_unknown_request_is_404(cloud_server):
     url = cloud_server.http_url + "/v1/pd/requests/never-sent/handoff"
     reply = httpx.post(url, json={"at_index": 1})
