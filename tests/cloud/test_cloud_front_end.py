@@ -39,7 +39,7 @@ class BlockingModel:
 
 class FakeEngine:
     def __init__(self) -> None:
-        self.loaded = BlockingModel()
+        self.model = BlockingModel()
         self.config = EngineConfig()
 
 
@@ -49,9 +49,9 @@ def test_tokenizing_runs_off_the_event_loop():
 
     async def scenario() -> GenerateRequest:
         task = asyncio.create_task(tokenized(request, engine))
-        assert await asyncio.to_thread(engine.loaded.is_encoding.wait, 10.0)
+        assert await asyncio.to_thread(engine.model.is_encoding.wait, 10.0)
         await asyncio.sleep(0.01)  # the loop still runs other work while the prompt encodes
-        engine.loaded.release.set()
+        engine.model.release.set()
         return await task
 
     out = asyncio.run(scenario())
