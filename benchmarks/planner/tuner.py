@@ -18,6 +18,7 @@ from pathlib import Path
 
 import typer
 
+from benchmarks.planner.profiles import load_named
 from benchmarks.planner.tuning_inputs import buckets_from_trace, load_quality, parse_slo
 from common.messages import MAX_REFINE_RATIO
 from common.settings import Bucket, SplitSettings
@@ -30,7 +31,6 @@ from common.timing_model import (
     cloud_busy_s,
     display_interval,
     handoff_index,
-    load_profile,
     min_safe_budget,
     prompt_done_time,
     ttft_device_only,
@@ -122,7 +122,9 @@ def _budget(
         nxt = min_safe_budget(t0, catch, tau_d, hi, margin)
         if nxt <= n:
             break
-        n = nxt
+        n = min(nxt, cfg.output_len)  # past O the device never takes over (and may diverge)
+        if n >= cfg.output_len:
+            break
     return n, margin
 
 
@@ -248,6 +250,7 @@ def plan_bucket(L: int, dev: DeviceProfile, cloud: CloudProfile, cfg: TuneConfig
     bucket = Bucket(
         max_prompt_len=L,
         use_cloud=True,
+        use_device=not capped,  # the cloud answers all: longer answers must not hand off late
         cloud_tokens=n,
         refine_ratio=ratio,
         min_interval_s=lo,
@@ -284,8 +287,10 @@ def _fail(message: str) -> typer.Exit:
 
 
 def tune_command(
-    device_profile: Path = typer.Option(..., help="device profile JSON (pdd profile device)"),
-    cloud_profile: Path = typer.Option(..., help="cloud profile JSON (pdd profile cloud)"),
+    device_profile: str = typer.Option(
+        ..., help="device profile JSON, or a `pdd profile list` name"
+    ),
+    cloud_profile: str = typer.Option(..., help="cloud profile JSON, or a `pdd profile list` name"),
     output: Path = typer.Option(..., "-o", "--output", help="settings JSON to write"),
     rtt_ms: float = typer.Option(50.0, help="device-cloud round trip"),
     jitter_ms: float = typer.Option(0.0, help="extra one-way delay, up to"),
@@ -298,8 +303,8 @@ def tune_command(
 ) -> None:
     """Choose N, refine ratio and pacing per prompt-length bucket from measured profiles."""
     try:
-        dev = load_profile(device_profile, "device")
-        cloud = load_profile(cloud_profile, "cloud")
+        dev = load_named(device_profile, "device")  # a file, or a `pdd profile list` name
+        cloud = load_named(cloud_profile, "cloud")
         lens, out_len = buckets_from_trace(trace, input_lens, output_len)
         quality = load_quality(quality_file) if quality_file else None
         if quality is not None and quality_floor is None:
