@@ -79,7 +79,8 @@ class ModeResult:
 
 
 def _within(fleet: Fleet, ttft: np.ndarray, max_tpot: np.ndarray) -> np.ndarray:
-    return (ttft <= fleet.slo_ttft_s) & (max_tpot <= fleet.slo_tpot_s)
+    eps = 1e-6  # the controller stretches gaps to exactly Δmax = the TPOT SLO
+    return (ttft <= fleet.slo_ttft_s + eps) & (max_tpot <= fleet.slo_tpot_s + eps)
 
 
 def _device_times(work: Workload, fleet: Fleet) -> tuple[np.ndarray, np.ndarray]:
@@ -255,13 +256,14 @@ def _token_arrivals(first: float, pace: float, num: int, start: float, fleet: Fl
     return times.tolist()
 
 
-def max_rate(mode: str, work: Workload, fleet: Fleet, sample: int, tol: float = 0.03) -> float:
-    """The largest mean request rate whose SLO attainment holds (doubling, then bisection).
-
-    0 when it fails even at the lowest rate probed; ``math.inf`` past ``MAX_RATE``."""
+def max_rate(
+    mode: str, work: Workload, fleet: Fleet, sample: int, tol: float = 0.03, start: float = 0.05
+) -> float:
+    """The largest mean request rate whose SLO attainment holds (doubling from ``start``, then
+    bisection). 0 when it fails even at the lowest rate probed; ``math.inf`` past ``MAX_RATE``."""
     if mode == "device-only":
         return math.inf
-    lo, hi = 0.0, 0.05
+    lo, hi = 0.0, start
     while simulate_mode(mode, scaled(work, hi), fleet, sample).meets(fleet):
         lo, hi = hi, hi * 2
         if hi > MAX_RATE:

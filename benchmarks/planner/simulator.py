@@ -108,9 +108,11 @@ def gain_of(rows: list[dict]) -> tuple[float | None, str]:
 def run_modes(work: Workload, fleet: Fleet, search_requests: int, search_sample: int) -> dict:
     """Every mode over the whole workload at its own rate, plus its largest rate under the SLO."""
     probe = work.head(search_requests)
-    rows = []
-    for mode in MODES:
-        rate = max_rate(mode, probe, fleet, search_sample)
+    rows, start = [], 0.05
+    for mode in MODES:  # cloud-only first: pd's search starts at its rate
+        rate = max_rate(mode, probe, fleet, search_sample, start=start)
+        if mode == "cloud-only" and rate > 0:
+            start = rate
         rows.append(summarise(mode, simulate_mode(mode, work, fleet), rate))
     gain, why = gain_of(rows)
     busy = rows[0]["cloud_busy_s_per_request"] / max(rows[2]["cloud_busy_s_per_request"], 1e-12)
