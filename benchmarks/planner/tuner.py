@@ -106,8 +106,10 @@ def _pacing(
     tau_d = device.decode.mean_time(prompt_len, cfg.output_len)
     jitter = cfg.network.jitter_s
     hi = cfg.slo.tpot_s if cfg.slo.tpot_s is not None else STRETCH_FACTOR * tau_d + jitter
-    plan = min(PLAN_FACTOR * tau_d + jitter, hi)
-    return tau_d, min(tau_d, hi), plan, hi
+    plan = PLAN_FACTOR * tau_d + jitter
+    if cfg.slo.tpot_s is not None:  # the SLO allows wider gaps: size N for them, same headroom
+        plan = max(plan, hi * PLAN_FACTOR / STRETCH_FACTOR)
+    return tau_d, min(tau_d, hi), min(plan, hi), hi
 
 
 def _budget(

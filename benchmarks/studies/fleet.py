@@ -65,6 +65,35 @@ def _workload(sc: Scenario, num: int, num_devices: int):
     return poisson_workload(1.0, num, [128, 256, 512], sc.output_len, num_devices)
 
 
+def split_only(settings: list[SplitSettings], devices, cloud, work, net, slo) -> list:
+    """The same settings with every device-only bucket made pd (the tuner sized at a TTFT target
+    just above the cloud's): the gain of the split alone, without routing short prompts to the
+    device."""
+    from dataclasses import replace
+
+    from benchmarks.planner.tuner import InfeasibleError, TuneConfig, plan_bucket
+    from common.timing_model import ttft_pd
+
+    out = []
+    for s, dev in zip(settings, devices, strict=True):
+        buckets = []
+        for b in s.buckets:
+            if b.use_cloud:
+                buckets.append(b)
+                continue
+            L = b.max_prompt_len
+            cfg = TuneConfig(
+                [L], int(np.median(work.output_lens)), net,
+                replace(slo, ttft_s=ttft_pd(L, cloud, net) * 1.01),
+            )  # fmt: skip
+            try:
+                buckets.append(plan_bucket(L, dev, cloud, cfg).bucket)
+            except InfeasibleError:
+                buckets.append(b)
+        out.append(SplitSettings(buckets=buckets))
+    return out
+
+
 def _fixed(settings: list[SplitSettings], n: int) -> list[SplitSettings]:
     out = []
     for s in settings:
@@ -86,8 +115,10 @@ def run_row(sc: Scenario, num: int, sample: int) -> dict:
     row: dict = {"workload": sc.workload, "devices": list(sc.devices), "cloud": sc.cloud}
     row["output_len"] = sc.output_len or int(np.median(work.output_lens))
     base = None
-    for label, refine in (("pd", None), ("pd+refine", quality)):
+    for label, refine in (("pd", None), ("pd+refine", quality), ("split only", None)):
         settings = tuned_settings(devices, cloud, work, net, slo, refine)
+        if label == "split only":
+            settings = split_only(settings, devices, cloud, work, net, slo)
         fleet = Fleet(settings, devices, cloud, net, SLOTS, SLO_TTFT_S, SLO_TPOT_S)
         if base is None:
             base = max_rate("cloud-only", work, fleet, sample)
@@ -147,9 +178,10 @@ def _fmt(x) -> str:
 def print_table(rows: list[dict]) -> None:
     typer.echo(
         "| workload | devices | cloud | O | cloud-only req/s | gain pd | gain pd+refine | "
-        "stalls | device-only / cloud-only share | tuned vs best fixed N (busy s, stalls) |"
+        "gain split only | stalls | device-only / cloud-only share | tuned vs best fixed N "
+        "(busy s, stalls) |"
     )
-    typer.echo("|" + "---|" * 10)
+    typer.echo("|" + "---|" * 11)
     for r in rows:
         pd, rf = r["pd"], r["pd+refine"]
         ok = [f for f in r["fixed"] if f["stall_rate"] <= pd["stall_rate"] + 1e-9]
@@ -163,7 +195,7 @@ def print_table(rows: list[dict]) -> None:
         typer.echo(
             f"| {r['workload']} | {'+'.join(d.removeprefix('phone-') for d in r['devices'])} | "
             f"{r['cloud']} | {r['output_len']} | {r['cloud_only_rate']:.3g} | {_fmt(pd['gain'])} | "
-            f"{_fmt(rf['gain'])} | {pd['stall_rate']:.1%} | {pd['share_device_only']:.0%} / "
+            f"{_fmt(rf['gain'])} | {_fmt(r['split only']['gain'])} | {pd['stall_rate']:.1%} | {pd['share_device_only']:.0%} / "
             f"{pd['share_cloud_only']:.0%} | {vs} |"
         )
     typer.echo("")
