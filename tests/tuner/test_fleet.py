@@ -186,3 +186,14 @@ def test_tune_takes_shipped_names(tmp_path):
     assert result.exit_code == 0, result.output
     assert len(SplitSettings.load(out).buckets) == 2
     assert np.isfinite([b.cloud_tokens for b in SplitSettings.load(out).buckets]).all()
+
+
+def test_a_tpot_slo_sizes_n_for_the_gaps_it_allows_without_stalling():
+    # Δmax = the SLO (0.6 s) instead of 1.5 τd: the tuner sizes N at 0.8 x that gap, so fewer
+    # cloud tokens cover the same prefill, and the display still never stalls.
+    plain = tune(slow_device(), fast_cloud(), TuneConfig([1024], slo=Slo(ttft_s=1.0)))
+    slo = tune(slow_device(), fast_cloud(), TuneConfig([1024], slo=Slo(ttft_s=1.0, tpot_s=0.6)))
+    assert slo.buckets[0].cloud_tokens < plain.buckets[0].cloud_tokens
+    work = poisson_workload(0.01, 50, [1024], 256, 1)
+    res = simulate_mode("pd", work, _fleet(slo, tpot=0.6))
+    assert res.stall_rate == 0.0 and res.attainment == 1.0
