@@ -172,7 +172,9 @@ def _why(work, cloud, res, out_len: int) -> str:
 
 
 def _fmt(x) -> str:
-    return "-" if x is None else f"{x:.1f}x"
+    if x is None:
+        return "-"
+    return "never meets the SLO" if x == 0 else f"{x:.1f}x"
 
 
 def print_table(rows: list[dict]) -> None:
