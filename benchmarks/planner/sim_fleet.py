@@ -45,6 +45,8 @@ STALL_FACTOR = 1.5
 
 def is_stall(gap_s: float, max_interval_s: float) -> bool:
     return gap_s > STALL_FACTOR * max_interval_s
+
+
 MAX_RATE = 1e5  # req/s; a mode that meets the SLO past it is reported as unbounded
 
 

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import typer
 
-from benchmarks.planner.profiles import load_named
+from benchmarks.planner.profiles import check_prompt_lens, load_named
+from benchmarks.planner.sim_workload import trace_path
 from benchmarks.planner.tuning_inputs import buckets_from_trace, load_quality, parse_slo
 from common.messages import MAX_REFINE_RATIO
 from common.settings import Bucket, SplitSettings
@@ -297,7 +298,7 @@ def tune_command(
     rtt_ms: float = typer.Option(50.0, help="device-cloud round trip"),
     jitter_ms: float = typer.Option(0.0, help="extra one-way delay, up to"),
     input_lens: str = typer.Option("128,256,512,1024,2048", help="bucket prompt lengths"),
-    trace: Path = typer.Option(None, help="Mooncake JSONL trace: buckets from its lengths"),
+    trace: str = typer.Option(None, help="Mooncake JSONL trace (or mooncake-5min): its lengths"),
     output_len: int = typer.Option(None, help="answer length O (default 256, or trace median)"),
     slo: str = typer.Option("", help="ttft:MS,tpot:MS (each optional)"),
     quality_floor: float = typer.Option(None, help="least refinement agreement allowed"),
@@ -307,7 +308,8 @@ def tune_command(
     try:
         dev = load_named(device_profile, "device")  # a file, or a `pdd profile list` name
         cloud = load_named(cloud_profile, "cloud")
-        lens, out_len = buckets_from_trace(trace, input_lens, output_len)
+        lens, out_len = buckets_from_trace(trace and trace_path(trace), input_lens, output_len)
+        notes = [check_prompt_lens(p, max(lens)) for p in (dev, cloud)]  # refuses far past range
         quality = load_quality(quality_file) if quality_file else None
         if quality is not None and quality_floor is None:
             raise ValueError("--quality-file needs --quality-floor")
@@ -324,6 +326,8 @@ def tune_command(
     except (ProfileError, InfeasibleError, ValueError, OSError) as exc:
         raise _fail(str(exc)) from None
     settings.save(output)
+    for note in filter(None, notes):
+        typer.echo(note)
     for bucket, pred in zip(settings.buckets, settings.predictions, strict=False):  # type: ignore[attr-defined]
         typer.echo(
             f"L<={bucket.max_prompt_len:5d} cloud={bucket.use_cloud!s:5} N={bucket.cloud_tokens:4d}"

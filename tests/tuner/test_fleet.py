@@ -197,3 +197,20 @@ def test_a_tpot_slo_sizes_n_for_the_gaps_it_allows_without_stalling():
     work = poisson_workload(0.01, 50, [1024], 256, 1)
     res = simulate_mode("pd", work, _fleet(slo, tpot=0.6))
     assert res.stall_rate == 0.0 and res.attainment == 1.0
+
+
+def test_shipped_settings_and_trace_names_work_in_simulate_and_tune(tmp_path):
+    result = runner.invoke(
+        app,
+        ["simulate", "--settings", "cpu-x4", "--request-rate", "0.05", "--num-requests", "200"]
+        + ["--search-requests", "100", "--search-sample", "20"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "settings cpu-x4" in result.output
+    out = tmp_path / "s.json"
+    args = ["tune", "--device-profile", "phone-llama1b-q4", "--cloud-profile", "h100-llama8b"]
+    result = runner.invoke(app, [*args, "--trace", "small", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert SplitSettings.load(out).tuner["output_len"] == 64  # the trace's median answer
+    result = runner.invoke(app, [*args, "--trace", "mooncake-5min", "-o", str(out)])
+    assert result.exit_code == 2 and "valid only up to 8192" in result.output

@@ -83,7 +83,8 @@ def check_prompt_lens(profile: DeviceProfile | CloudProfile, longest: int) -> st
     if valid is not None and longest > valid:
         raise ProfileError(
             f"{label}: prompts up to {longest} tokens, but it is valid only up to {valid} "
-            f"(measured up to {measured}); clip or drop longer prompts (--max-input-len)"
+            f"(measured up to {measured}); drop longer prompts (pdd simulate --max-input-len N) or "
+            "tune for shorter ones (pdd tune --input-lens)"
         )
     if measured is not None and longest > measured:
         return f"note: {label} measured prompts up to {measured} tokens; {longest} is extrapolated"
