@@ -24,7 +24,7 @@ import numpy as np
 
 from benchmarks.planner.sim_cloud import CloudRun, simulate_cloud
 from benchmarks.planner.sim_display import run_display
-from benchmarks.planner.sim_workload import Workload, scaled
+from benchmarks.planner.sim_workload import Workload, scaled, tiled
 from common.settings import SplitSettings
 from common.timing_model import (
     CloudProfile,
@@ -48,6 +48,8 @@ def is_stall(gap_s: float, max_interval_s: float) -> bool:
 
 
 MAX_RATE = 1e5  # req/s; a mode that meets the SLO past it is reported as unbounded
+MIN_PROBE_SLOS = 30  # a rate probe lasts at least this many TTFT SLOs
+MAX_PROBE_REQUESTS = 200_000
 
 
 @dataclass(frozen=True)
@@ -266,6 +268,14 @@ def _token_arrivals(first: float, pace: float, num: int, start: float, fleet: Fl
     return times.tolist()
 
 
+def probe(work: Workload, rate: float, fleet: Fleet) -> Workload:
+    """``work`` at ``rate``, repeated until it lasts MIN_PROBE_SLOS x the TTFT SLO (at most
+    MAX_PROBE_REQUESTS): a short burst at a high rate would otherwise drain inside the SLO and
+    pass for a sustained rate."""
+    need = min(MAX_PROBE_REQUESTS, math.ceil(rate * MIN_PROBE_SLOS * fleet.slo_ttft_s))
+    return scaled(tiled(work, need), rate)
+
+
 def max_rate(
     mode: str, work: Workload, fleet: Fleet, sample: int, tol: float = 0.03, start: float = 0.05
 ) -> float:
@@ -273,15 +283,19 @@ def max_rate(
     bisection). 0 when it fails even at the lowest rate probed; ``math.inf`` past ``MAX_RATE``."""
     if mode == "device-only":
         return math.inf
+
+    def meets(rate: float) -> bool:
+        return simulate_mode(mode, probe(work, rate, fleet), fleet, sample).meets(fleet)
+
     lo, hi = 0.0, start
-    while simulate_mode(mode, scaled(work, hi), fleet, sample).meets(fleet):
+    while meets(hi):
         lo, hi = hi, hi * 2
         if hi > MAX_RATE:
             return math.inf
     floor = 1e-4
     while hi - lo > tol * hi and hi > floor:
         mid = (lo + hi) / 2
-        if simulate_mode(mode, scaled(work, mid), fleet, sample).meets(fleet):
+        if meets(mid):
             lo = mid
         else:
             hi = mid

@@ -128,3 +128,25 @@ def scaled(work: Workload, rate: float) -> Workload:
     """The same requests at ``rate`` per second on average, the timeline's shape unchanged."""
     start = float(work.arrivals[0])
     return replace(work, arrivals=start + (work.arrivals - start) * (work.mean_rate / rate))
+
+
+def tiled(work: Workload, num: int) -> Workload:
+    """At least ``num`` requests: the workload repeated, each copy after the previous one (a
+    probe must last long enough that a burst cannot hide in the TTFT SLO)."""
+    copies = -(-num // len(work.arrivals))
+    if copies <= 1:
+        return work
+    span = float(work.arrivals[-1] - work.arrivals[0]) + 1.0 / work.mean_rate
+    shift = np.repeat(np.arange(copies) * span, len(work.arrivals))
+
+    def rep(a: np.ndarray | None) -> np.ndarray | None:
+        return None if a is None else np.tile(a, copies)
+
+    return replace(
+        work,
+        arrivals=np.tile(work.arrivals, copies) + shift,
+        prompt_lens=rep(work.prompt_lens),
+        output_lens=rep(work.output_lens),
+        device_idx=rep(work.device_idx),
+        cached_lens=rep(work.cached_lens),
+    )

@@ -214,3 +214,14 @@ def test_shipped_settings_and_trace_names_work_in_simulate_and_tune(tmp_path):
     assert SplitSettings.load(out).tuner["output_len"] == 64  # the trace's median answer
     result = runner.invoke(app, [*args, "--trace", "mooncake-5min", "-o", str(out)])
     assert result.exit_code == 2 and "valid only up to 8192" in result.output
+
+
+def test_a_short_burst_does_not_pass_for_a_sustained_rate():
+    # One slot, 0.26 s of cloud per request: at most ~3.8 req/s. Twenty requests at 100 req/s
+    # drain in ~5 s, inside a 10 s TTFT SLO; the rate probe lasts 30 SLOs, so they do not pass.
+    from benchmarks.planner.sim_fleet import max_rate
+
+    settings = tune(slow_device(), fast_cloud(), TuneConfig([100], 11, slo=Slo(ttft_s=1.0)))
+    work = poisson_workload(1.0, 20, [100], 11, 1)
+    rate = max_rate("cloud-only", work, _fleet(settings, slots=1, ttft=10.0, tpot=1.0), 20)
+    assert 2.5 < rate < 4.0
