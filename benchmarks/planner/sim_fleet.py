@@ -81,10 +81,16 @@ class ModeResult:
     share_device_only: float = 0.0  # requests the settings answer on the device alone
     share_cloud_only: float = 0.0  # requests the settings leave to the cloud alone
     cloud_tokens: float = 0.0  # tokens the cloud decoded per request (first included)
+    weight: np.ndarray | None = None  # per kept request: how many requests it stands for
 
     @property
     def attainment(self) -> float:
-        return float(self.good.mean()) if len(self.good) else 0.0
+        """Share of the workload's requests that meet the SLO (a sampled pd display stands for
+        all the pd requests it was drawn from)."""
+        if not len(self.good):
+            return 0.0
+        w = np.ones(len(self.good)) if self.weight is None else self.weight
+        return float((w * self.good).sum() / w.sum())
 
     def meets(self, fleet: Fleet) -> bool:
         return self.attainment >= fleet.percentile / 100.0 - 1e-12
@@ -215,6 +221,8 @@ def _simulate_pd(work: Workload, fleet: Fleet, dev_ttft, dev_tau, sample: int | 
         idx = np.sort(rng.choice(idx, sample, replace=False))
     keep = ~pd_req
     keep[idx] = True
+    weight = np.ones(len(work.arrivals))
+    weight[idx] = pd_req.sum() / max(len(idx), 1)  # each sampled display stands for the rest
     stalls = handoffs = 0
     for i in idx:
         res, tail = _display_one(i, work, fleet, plan.buckets[i], run, pace[i], rng)
@@ -240,6 +248,7 @@ def _simulate_pd(work: Workload, fleet: Fleet, dev_ttft, dev_tau, sample: int | 
         share_device_only=float((~plan.use_cloud).sum() / n),
         share_cloud_only=float(co.sum() / n),
         cloud_tokens=float(tokens.mean()),
+        weight=weight[keep],
     )
 
 

@@ -225,3 +225,15 @@ def test_a_short_burst_does_not_pass_for_a_sustained_rate():
     work = poisson_workload(1.0, 20, [100], 11, 1)
     rate = max_rate("cloud-only", work, _fleet(settings, slots=1, ttft=10.0, tpot=1.0), 20)
     assert 2.5 < rate < 4.0
+
+
+def test_a_sampled_pd_display_counts_for_all_pd_requests():
+    # Half the requests are device-only (short prompts), half pd; sampling 10 pd displays must
+    # not shrink pd's weight in the attainment to 10 / (10 + device-only).
+    settings = tune(slow_device(), fast_cloud(), TuneConfig([1, 1024], slo=Slo(ttft_s=1.0)))
+    work = poisson_workload(0.01, 400, [1, 1024], 256, 1)
+    fleet = _fleet(settings, ttft=0.1)  # met by the device-only 1-token prompts, not by pd
+    full = simulate_mode("pd", work, fleet)
+    sampled = simulate_mode("pd", work, fleet, sample=10)
+    assert full.attainment == pytest.approx(0.5, abs=0.08)
+    assert sampled.attainment == pytest.approx(full.attainment, abs=0.02)
