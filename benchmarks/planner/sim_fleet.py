@@ -25,26 +25,20 @@ import numpy as np
 from benchmarks.planner.sim_cloud import CloudRun, simulate_cloud
 from benchmarks.planner.sim_display import run_display
 from benchmarks.planner.sim_workload import Workload, scaled, tiled
+from cloud_server.config import EngineConfig
 from common.settings import SplitSettings
 from common.timing_model import (
     CloudProfile,
     DeviceProfile,
     NetworkProfile,
     absorb_time,
+    is_stall,
     kept_prompt_len,
     prompt_done_time,
 )
 from device_client.speed_controller import PacingConfig
 
 MODES = ("cloud-only", "device-only", "pd")
-# A stall: a displayed gap past STALL_FACTOR x Δmax (the speed controller never holds a buffered
-# token past Δmax, so such a gap means the stream ran dry). The definition issue 10 puts in
-# common.timing_model (``is_stall``); the same factor here until that reaches main.
-STALL_FACTOR = 1.5
-
-
-def is_stall(gap_s: float, max_interval_s: float) -> bool:
-    return gap_s > STALL_FACTOR * max_interval_s
 
 
 MAX_RATE = 1e5  # req/s; a mode that meets the SLO past it is reported as unbounded
@@ -62,7 +56,7 @@ class Fleet:
     slo_ttft_s: float
     slo_tpot_s: float
     percentile: float = 90.0
-    prefill_chunk_tokens: int = 512  # the engine's chunked prefill (0: whole prompts first)
+    prefill_chunk_tokens: int = EngineConfig.prefill_chunk_tokens  # 0: whole prompts first
 
     def settings_for(self, device: int) -> SplitSettings:
         return self.settings[device if len(self.settings) > 1 else 0]

@@ -22,6 +22,7 @@ from benchmarks.planner.sim_fleet import MODES, Fleet, ModeResult, max_rate, sim
 from benchmarks.planner.sim_workload import Workload, poisson_workload, scaled, trace_workload
 from benchmarks.planner.tuner import Slo, TuneConfig, tune
 from benchmarks.planner.tuning_inputs import parse_slo
+from cloud_server.config import EngineConfig
 from common.settings import SplitSettings
 from common.timing_model import NetworkProfile, ProfileError
 
@@ -171,7 +172,9 @@ def simulate_command(
     settings: str = typer.Option(None, help="settings JSON or shipped name (default: tune here)"),
     cloud_slots: int = typer.Option(8, min=1, help="K: requests the cloud runs at once"),
     prefill_chunk_tokens: int = typer.Option(
-        512, min=0, help="the engine's chunked prefill, as `pdd serve` (0: whole prompts)"
+        EngineConfig.prefill_chunk_tokens,
+        min=0,
+        help="the engine's chunked prefill, as `pdd serve` (0: whole prompts)",
     ),
     trace: str = typer.Option(None, help="Mooncake JSONL trace or shipped name (mooncake-5min)"),
     request_rate: float = typer.Option(None, help="Poisson rate, or the trace rescaled to it"),
