@@ -106,15 +106,22 @@ def gain_of(rows: list[dict]) -> tuple[float | None, str]:
     return pd / cloud_only, ""
 
 
-def run_modes(work: Workload, fleet: Fleet, search_requests: int, search_sample: int) -> dict:
-    """Every mode over the whole workload at its own rate, plus its largest rate under the SLO."""
+def run_modes(
+    work: Workload,
+    fleet: Fleet,
+    search_requests: int,
+    search_sample: int,
+    sample: int | None = None,
+) -> dict:
+    """Every mode over the whole workload at its own rate, plus its largest rate under the SLO;
+    ``sample``: pd displays simulated over the whole workload (None: all; the cloud runs all)."""
     probe = work.head(search_requests)
     rows, start = [], 0.05
     for mode in MODES:  # cloud-only first: pd's search starts at its rate
         rate = max_rate(mode, probe, fleet, search_sample, start=start)
         if mode == "cloud-only" and rate > 0:
             start = rate
-        rows.append(summarise(mode, simulate_mode(mode, work, fleet), rate))
+        rows.append(summarise(mode, simulate_mode(mode, work, fleet, sample), rate))
     gain, why = gain_of(rows)
     busy = rows[0]["cloud_busy_s_per_request"] / max(rows[2]["cloud_busy_s_per_request"], 1e-12)
     slo = {"ttft_s": fleet.slo_ttft_s, "tpot_s": fleet.slo_tpot_s, "percentile": fleet.percentile}
@@ -192,6 +199,9 @@ def simulate_command(
     percentile: float = typer.Option(90.0, help="SLO attainment required, percent"),
     search_requests: int = typer.Option(20_000, help="requests per probe of the rate search"),
     search_sample: int = typer.Option(2_000, help="pd display loops per probe"),
+    display_sample: int = typer.Option(
+        20_000, min=0, help="pd display loops over the whole workload (0: every request)"
+    ),
     output: Path = typer.Option(None, "-o", "--output", help="write the report JSON"),
 ) -> None:
     """Simulate the fleet in cloud-only, device-only and pd modes; report the cloud gain."""
@@ -236,7 +246,7 @@ def simulate_command(
     for note in filter(None, notes):
         typer.echo(note)
     _header(work, fleet, settings, bool(slo))
-    report = run_modes(work, fleet, search_requests, search_sample)
+    report = run_modes(work, fleet, search_requests, search_sample, display_sample or None)
     for row in report["modes"]:
         _print(row)
     if report["gain"] is None:
