@@ -272,11 +272,14 @@ class Pacing:
 
 
 def pacing_for(tau_d: float, jitter_s: float = 0.0, tpot_slo_s: float | None = None) -> Pacing:
-    """Δmin = τd, Δplan = PLAN_FACTOR·τd + jitter, Δmax = STRETCH_FACTOR·τd + jitter (or the
-    TPOT SLO), Δmin and Δplan never above Δmax."""
+    """Δmin = τd, Δplan = PLAN_FACTOR·τd + jitter, Δmax = STRETCH_FACTOR·τd + jitter; a TPOT
+    SLO is Δmax instead, and N is then sized for the gaps it allows (Δplan at least
+    PLAN_FACTOR/STRETCH_FACTOR of it); Δmin and Δplan never above Δmax."""
     hi = tpot_slo_s if tpot_slo_s is not None else STRETCH_FACTOR * tau_d + jitter_s
-    plan = min(PLAN_FACTOR * tau_d + jitter_s, hi)
-    return Pacing(tau_d, min(tau_d, hi), plan, hi)
+    plan = PLAN_FACTOR * tau_d + jitter_s
+    if tpot_slo_s is not None:  # the SLO allows wider gaps: size N for them, same headroom
+        plan = max(plan, hi * PLAN_FACTOR / STRETCH_FACTOR)
+    return Pacing(tau_d, min(tau_d, hi), min(plan, hi), hi)
 
 
 def safe_budget(
@@ -288,10 +291,12 @@ def safe_budget(
     device: DeviceProfile,
     jitter_s: float = 0.0,
     keep_set_at_s: float | None = None,
+    max_budget: int | None = None,
 ) -> tuple[int, int]:
     """(N, margin tokens): the least no-stall budget, Tcatch with all N + 1 tokens absorbed
     (a fixed point: absorb(N + 1) grows with N). The prefill estimate gets the profile's own
-    error as safety (at least PREFILL_SAFETY_MIN); the margin covers the network jitter."""
+    error as safety (at least PREFILL_SAFETY_MIN); the margin covers the network jitter.
+    ``max_budget`` caps N (the answer length)."""
     safety = 1.0 + max(PREFILL_SAFETY_MIN, device.prefill.max_rel_err)
     margin = math.ceil(jitter_s / plan_interval_s) + 1 if plan_interval_s > 0 else 1
     keep_at = ttft_s if keep_set_at_s is None else keep_set_at_s
@@ -301,7 +306,9 @@ def safe_budget(
         nxt = min_safe_budget(ttft_s, catch, tau_d, plan_interval_s, margin)
         if nxt <= n:
             break
-        n = nxt
+        n = nxt if max_budget is None else min(nxt, max_budget)
+        if max_budget is not None and n >= max_budget:
+            break  # past it the device never takes over (and the fixed point may diverge)
     return n, margin
 
 

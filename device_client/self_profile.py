@@ -113,6 +113,7 @@ def untuned_plan(
         profile,
         jitter_s,
         keep_set_at_s=math.inf,  # a keep-set's saving is not counted on
+        max_budget=max(max_tokens - 1, 0),
     )
     prefill_s = profile.prefill.time(prompt_len)
     pacing = PacingConfig(
@@ -121,4 +122,4 @@ def untuned_plan(
         decode_interval_s=tau_d,
         prefill_rate_tok_s=prompt_len / prefill_s if prefill_s > 0 else None,
     )
-    return min(n, max(max_tokens - 1, 0)), pacing
+    return n, pacing
