@@ -57,6 +57,9 @@ class GenerateRequest(_Msg):
     refine_ratio: float = Field(0.0, ge=0.0, le=MAX_REFINE_RATIO, allow_inf_nan=False)
     sampling: SamplingParams = SamplingParams()
     fingerprint: str | None = Field(None, description="model/tokenizer fingerprint of the device")
+    num_device_cached_tokens: int = Field(
+        0, ge=0, description="leading prompt tokens the device's session cache already holds"
+    )
 
     @model_validator(mode="after")
     def _one_prompt(self) -> GenerateRequest:
@@ -67,6 +70,8 @@ class GenerateRequest(_Msg):
             )
         if self.prompt_ids is not None and not self.prompt_ids:
             raise ValueError("prompt_ids is empty: send at least one token id")
+        if self.num_device_cached_tokens > len(self.prompt_ids or []):
+            raise ValueError("num_device_cached_tokens exceeds the prompt_ids sent")
         if self.prompt is not None and not self.prompt:
             raise ValueError("prompt is empty: send some text")
         if self.messages is not None and not self.messages:

@@ -34,7 +34,7 @@ from common.messages import End, EndReason, FirstToken, GenerateRequest, KeepSet
 from common.model import LoadedModel
 
 from .config import ClientConfig
-from .local_runtime import LocalSession
+from .local_runtime import KVPrefix, LocalSession
 from .speed_controller import Action, PacingConfig, SpeedController
 from .transports import CloudStream, open_stream
 from .types import DisplayedToken, GenerationResult, Mode, Source
@@ -52,13 +52,19 @@ class Answer:
         config: ClientConfig,
         executor: Executor,
         on_done: Callable[[Answer], None] | None = None,
+        prefix: KVPrefix | None = None,
     ) -> None:
+        """``prefix``: a session's cache of the first prompt tokens (``session.py``)."""
         assert request.prompt_ids, "the device sends token ids"
         self._on_done = on_done
         self.request, self.mode, self.config = request, mode, config
         self._lm, self._executor = lm, executor
         self.session = LocalSession(
-            lm, request.prompt_ids, config.prefill_chunk_tokens, config.device_slowdown
+            lm,
+            request.prompt_ids,
+            config.prefill_chunk_tokens,
+            config.device_slowdown,
+            prefix=prefix,
         )
         self.controller = SpeedController(pacing)
         self._detok = Detokenizer(lm.tokenizer)
@@ -313,4 +319,5 @@ class Answer:
             cloud_busy_s=usage.busy_s if usage else None,
             fallback=self.fallback,
             end_reason=self.end_reason,
+            cached_prompt_tokens=self.session.num_cached,
         )

@@ -7,6 +7,7 @@ from enum import Enum
 from typing import Literal
 
 Source = Literal["cloud", "device"]
+DEFAULT_MAX_TOKENS = 128  # answer length limit when none is given
 
 
 class Mode(str, Enum):
@@ -35,6 +36,7 @@ class GenerationResult:
     cloud_busy_s: float | None  # the cloud's own accounting, from its end event
     fallback: str | None  # why the device finished alone, or None
     end_reason: str  # eos | max_tokens
+    cached_prompt_tokens: int = 0  # prompt tokens the device's session cache already held
     extra: dict = field(default_factory=dict)
 
     @property
@@ -89,6 +91,7 @@ class GenerationResult:
             "cloud_busy_s": self.cloud_busy_s,
             "prompt_tokens": self.prompt_tokens,
             "kept_prompt_tokens": self.kept_prompt_tokens,
+            "cached_prompt_tokens": self.cached_prompt_tokens,
             "fallback": self.fallback,
             "end_reason": self.end_reason,
         }
