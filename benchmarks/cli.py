@@ -10,6 +10,7 @@ from benchmarks.planner.simulator import simulate_command
 from benchmarks.planner.tuner import tune_command
 from cloud_server.cli import gateway as cloud_gateway
 from cloud_server.cli import serve as cloud_serve
+from device_client.chat_cli import chat
 from device_client.cli import generate
 
 app = typer.Typer(
@@ -29,6 +30,7 @@ app.command("profile")(profile_command)
 app.command("tune")(tune_command)
 app.command("simulate")(simulate_command)
 app.command("generate")(generate)
+app.command("chat")(chat)
 
 
 if __name__ == "__main__":

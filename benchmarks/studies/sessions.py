@@ -1,0 +1,166 @@
+"""Sessions study: a multi-turn conversation with device sessions against the same turns without.
+
+    python -m benchmarks.studies.sessions [--device-slowdown 4] [--chapters 1,2,3] [--max-tokens 24]
+
+An embedded cloud on loopback and one device client. Each turn of the scripted conversation
+(``benchmarks/data/conversation.py``: pasted chapters of Jonah, each followed by a short
+question) runs twice, back to back: as a session turn (the device prefills only what its cache
+lacks, and the settings bucket follows that work), then as a fresh request with the same prompt
+ids (the device prefills the whole history). Per turn: TTFT, the device's prefill tokens and
+(emulated) seconds, the handoff index, cloud busy and prefill seconds, cached tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from benchmarks.data.conversation import jonah_turns
+from common.platform import set_threads
+from common.settings import Bucket, SplitSettings
+from device_client.answer import Answer
+from device_client.client import DeviceClient
+from device_client.embedded import embedded_cloud
+
+
+def study_settings(max_device_alone: int, cloud_tokens: int) -> SplitSettings:
+    """Device-only up to ``max_device_alone`` tokens to prefill; pd with N cloud tokens above."""
+    pd = Bucket(
+        max_prompt_len=1 << 20, cloud_tokens=cloud_tokens, min_interval_s=0.0, max_interval_s=0.25
+    )
+    if max_device_alone <= 0:
+        return SplitSettings(buckets=[pd])
+    alone = Bucket(
+        max_prompt_len=max_device_alone,
+        use_cloud=False,
+        cloud_tokens=0,
+        min_interval_s=0.0,
+        max_interval_s=0.25,
+        reason="the device's cache holds the history: a short follow-up needs no cloud",
+    )
+    return SplitSettings(buckets=[alone, pd])
+
+
+def turn_row(answer: Answer) -> dict:
+    r, local = answer.result, answer.session
+    usage = answer.cloud_end.usage if answer.cloud_end is not None else None
+    return {
+        "mode": r.mode.value,
+        "prompt_tokens": r.prompt_tokens,
+        "device_cached_tokens": r.cached_prompt_tokens,
+        "device_prefill_tokens": local.prompt_done - local.num_cached,
+        "device_prefill_s": local.prefill_s,
+        "ttft_s": r.ttft_s,
+        "handoff_index": r.handoff_index,
+        "cloud_busy_s": r.cloud_busy_s,
+        "cloud_prefill_s": usage.prefill_s if usage else None,
+        "cloud_cached_tokens": getattr(usage, "cached_tokens", None) if usage else None,
+        "fallback": r.fallback,
+        "token_ids": r.token_ids,
+    }
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    set_threads(args.threads)
+    turns = jonah_turns(tuple(int(c) for c in args.chapters.split(",")))
+    settings = study_settings(args.max_device_alone, args.cloud_tokens)
+    rows = []
+    with embedded_cloud(threads=args.cloud_threads) as cloud:
+        client = DeviceClient(
+            cloud.http_url,
+            threads=args.threads,
+            device_slowdown=args.device_slowdown,
+            settings=settings,
+        )
+        chat = client.session()
+        for number, message in enumerate(turns, 1):
+            chat.generate(message, max_tokens=args.max_tokens)
+            with_session = turn_row(chat.last_answer)
+            prompt = chat.token_ids[: chat.turns[-1].prompt_tokens]
+            fresh = client.answer(prompt_ids=prompt, max_tokens=args.max_tokens)
+            for _ in client.stream_answer(fresh):
+                pass
+            without = turn_row(fresh)
+            same = with_session.pop("token_ids") == without.pop("token_ids")
+            rows.append(
+                {"turn": number, "same_answer": same, "session": with_session, "fresh": without}
+            )
+            print(_line(rows[-1]), flush=True)
+        client.close()
+    return rows
+
+
+def _fmt(value, spec: str = ".2f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _line(row: dict) -> str:
+    s, f = row["session"], row["fresh"]
+    return (
+        f"| {row['turn']} | {s['prompt_tokens']} | {s['device_cached_tokens']} | {s['mode']} / {f['mode']} "
+        f"| {s['device_prefill_tokens']} / {f['device_prefill_tokens']} "
+        f"| {_fmt(s['device_prefill_s'])} / {_fmt(f['device_prefill_s'])} "
+        f"| {_fmt(s['ttft_s'])} / {_fmt(f['ttft_s'])} "
+        f"| {_fmt(s['handoff_index'], 'd')} / {_fmt(f['handoff_index'], 'd')} "
+        f"| {_fmt(s['cloud_busy_s'])} / {_fmt(f['cloud_busy_s'])} "
+        f"| {_fmt(s['cloud_prefill_s'])} / {_fmt(f['cloud_prefill_s'])} "
+        f"| {_fmt(s['cloud_cached_tokens'], 'd')} | {'yes' if row['same_answer'] else 'no'} |"
+    )
+
+
+HEADER = (
+    "| turn | prompt | device cached | mode | device prefill tokens | device prefill s | TTFT s "
+    "| handoff m | cloud busy s | cloud prefill s | cloud cached | same answer |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def summary(rows: list[dict]) -> str:
+    later = rows[1:]
+    tok = sum(r["fresh"]["device_prefill_tokens"] for r in later) / max(
+        sum(r["session"]["device_prefill_tokens"] for r in later), 1
+    )
+    sec = sum(r["fresh"]["device_prefill_s"] for r in later) / max(
+        sum(r["session"]["device_prefill_s"] for r in later), 1e-9
+    )
+    worst = min(
+        r["fresh"]["device_prefill_tokens"] / max(r["session"]["device_prefill_tokens"], 1)
+        for r in later
+    )
+    cloud_calls = sum(r["session"]["mode"] != "device" for r in rows)
+    return (
+        f"turns 2-{len(rows)}: device prefill work {tok:.1f}x fewer tokens, {sec:.1f}x fewer "
+        f"seconds without sessions / with (target >= 5x; worst single turn {worst:.1f}x); "
+        f"cloud called in {cloud_calls} of {len(rows)} session turns; answers identical: "
+        f"{sum(r['same_answer'] for r in rows)}/{len(rows)}"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device-slowdown", type=float, default=4.0)
+    parser.add_argument("--chapters", default="1,2,3", help="Jonah chapters, each + a follow-up")
+    parser.add_argument("--max-tokens", type=int, default=24, help="answer length per turn")
+    parser.add_argument("--cloud-tokens", type=int, default=8, help="N of the pd bucket")
+    parser.add_argument(
+        "--max-device-alone",
+        type=int,
+        default=64,
+        help="device-only up to this many tokens to prefill",
+    )
+    parser.add_argument("--threads", type=int, default=1, help="device torch threads")
+    parser.add_argument("--cloud-threads", type=int, default=1)
+    parser.add_argument("-o", "--output", type=Path, help="save the rows as JSON")
+    args = parser.parse_args(argv)
+    print("session / fresh (no session) per cell\n" + HEADER, flush=True)
+    rows = run(args)
+    print(summary(rows))
+    if args.output:
+        args.output.write_text(
+            json.dumps({"args": vars(args) | {"output": str(args.output)}, "rows": rows}, indent=2)
+        )
+
+
+if __name__ == "__main__":
+    main()
