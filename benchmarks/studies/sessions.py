@@ -13,6 +13,7 @@ ids (the device prefills the whole history). Per turn: TTFT, the device's prefil
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from pathlib import Path
 
@@ -66,20 +67,29 @@ def run(args: argparse.Namespace) -> list[dict]:
     turns = jonah_turns(tuple(int(c) for c in args.chapters.split(",")))
     settings = study_settings(args.max_device_alone, args.cloud_tokens)
     rows = []
-    with embedded_cloud(threads=args.cloud_threads) as cloud:
-        client = DeviceClient(
-            cloud.http_url,
-            threads=args.threads,
-            device_slowdown=args.device_slowdown,
-            settings=settings,
-        )
+    device = {
+        "threads": args.threads,
+        "device_slowdown": args.device_slowdown,
+        "settings": settings,
+    }
+    with contextlib.ExitStack() as stack:
+        cloud = stack.enter_context(embedded_cloud(threads=args.cloud_threads))
+        fresh_cloud = cloud
+        if args.cloud_prefix_cache:  # the fresh turns go to a cloud without one
+            off = ("--prefix-cache-mb", "0")
+            fresh_cloud = stack.enter_context(embedded_cloud(*off, threads=args.cloud_threads))
+        client = stack.enter_context(contextlib.closing(DeviceClient(cloud.http_url, **device)))
+        fresh_client = client
+        if fresh_cloud is not cloud:
+            fresh_client = DeviceClient(fresh_cloud.http_url, model=client.model, **device)
+            stack.callback(fresh_client.close)
         chat = client.session()
         for number, message in enumerate(turns, 1):
             chat.generate(message, max_tokens=args.max_tokens)
             with_session = turn_row(chat.last_answer)
             prompt = chat.token_ids[: chat.turns[-1].prompt_tokens]
-            fresh = client.answer(prompt_ids=prompt, max_tokens=args.max_tokens)
-            for _ in client.stream_answer(fresh):
+            fresh = fresh_client.answer(prompt_ids=prompt, max_tokens=args.max_tokens)
+            for _ in fresh_client.stream_answer(fresh):
                 pass
             without = turn_row(fresh)
             same = with_session.pop("token_ids") == without.pop("token_ids")
@@ -87,7 +97,6 @@ def run(args: argparse.Namespace) -> list[dict]:
                 {"turn": number, "same_answer": same, "session": with_session, "fresh": without}
             )
             print(_line(rows[-1]), flush=True)
-        client.close()
     return rows
 
 
@@ -129,7 +138,18 @@ def summary(rows: list[dict]) -> str:
         for r in later
     )
     cloud_calls = sum(r["session"]["mode"] != "device" for r in rows)
-    return (
+    cached_1k = [
+        r["fresh"]["cloud_prefill_s"] / max(r["session"]["cloud_prefill_s"], 1e-9)
+        for r in rows
+        if (r["session"]["cloud_cached_tokens"] or 0) >= 1000 and r["fresh"]["cloud_prefill_s"]
+    ]
+    cloud = (
+        f"cloud prefill with a cached prefix of >= 1k tokens: {min(cached_1k):.1f}x faster "
+        f"(worst of {len(cached_1k)} turns; target >= 3x); "
+        if cached_1k
+        else "no session turn had a cloud-cached prefix of >= 1k tokens; "
+    )
+    return cloud + (
         f"turns 2-{len(rows)}: device prefill work {tok:.1f}x fewer tokens, {sec:.1f}x fewer "
         f"seconds without sessions / with (target >= 5x; worst single turn {worst:.1f}x); "
         f"cloud called in {cloud_calls} of {len(rows)} session turns; answers identical: "
@@ -148,6 +168,11 @@ def main(argv: list[str] | None = None) -> None:
         type=int,
         default=64,
         help="device-only up to this many tokens to prefill",
+    )
+    parser.add_argument(
+        "--cloud-prefix-cache",
+        action="store_true",
+        help="session turns use a cloud with its prefix cache, fresh turns one without",
     )
     parser.add_argument("--threads", type=int, default=1, help="device torch threads")
     parser.add_argument("--cloud-threads", type=int, default=1)
