@@ -177,10 +177,10 @@ class Session:
                 f"context of {limit} tokens. Start a new session (client.session(), perhaps with "
                 "a summary of this one as its system prompt) or ask for fewer max_tokens."
             )
-        if self._last_local is not None:
-            self._kv = self._last_local.kv_prefix(self.token_ids)
-            self._last_local = None
+        local, self._last_local = self._last_local, None  # an eviction may clear it meanwhile
         kv, self._kv = self._kv, None
+        if local is not None:
+            kv = local.kv_prefix(self.token_ids)
         if kv is not None:  # keep the shared part; the last prompt token is always prefilled
             kv = kv.keep(min(common_prefix_len(kv.token_ids, ids), len(ids) - 1))
         return _Plan(prompt, kv)
