@@ -45,7 +45,8 @@ def study_settings(max_device_alone: int, cloud_tokens: int) -> SplitSettings:
 
 def turn_row(answer: Answer) -> dict:
     r, local = answer.result, answer.session
-    usage = answer.cloud_end.usage if answer.cloud_end is not None else None
+    end = answer.state.cloud_end
+    usage = end.usage if end is not None else None
     return {
         "mode": r.mode.value,
         "prompt_tokens": r.prompt_tokens,
