@@ -45,7 +45,7 @@ def study_settings(max_device_alone: int, cloud_tokens: int) -> SplitSettings:
 
 def turn_row(answer: Answer) -> dict:
     r, local = answer.result, answer.session
-    end = getattr(answer, "state", answer).cloud_end  # (answer.state after the answer split)
+    end = answer.state.cloud_end
     usage = end.usage if end is not None else None
     return {
         "mode": r.mode.value,
