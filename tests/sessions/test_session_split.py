@@ -4,12 +4,16 @@ token; a cloud that fails mid-conversation leaves the session consistent."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 
-from conftest import fast_pacing
+from session_helpers import fast_pacing
 
 from benchmarks.data.conversation import chapter
+from common.errors import CloudUnavailable
+from common.messages import FirstToken, Token
 from common.settings import Bucket
+from device_client.client import DeviceClient
 from device_client.embedded import free_port
 from device_client.types import Mode
 
@@ -68,3 +72,59 @@ def test_a_cloud_that_goes_away_leaves_the_session_consistent(cloud_server, make
         assert set(result.sources) == {"device"}
         check_turn(chat, result, reference)
     assert chat.turns[-1].cached_prompt_tokens > chat.turns[0].prompt_tokens
+
+
+class DyingCloud:
+    """A fake cloud (``open_cloud``) that sends the right first tokens of each turn, then breaks
+    mid-stream; it learns the right tokens from device-only decoding from scratch."""
+
+    def __init__(self, reference, num_sent: int) -> None:
+        self._reference, self._num_sent = reference, num_sent
+        self._request = None
+
+    async def __call__(self, request, config):
+        self._request = request
+        return self
+
+    async def events(self):
+        req = self._request
+        want = await asyncio.to_thread(self._reference, req.prompt_ids, req.max_tokens)
+        yield FirstToken(
+            token_id=want[0], text="", prompt_tokens=len(req.prompt_ids), queue_s=0, prefill_s=0
+        )
+        for index in range(1, self._num_sent):
+            yield Token(index=index, token_id=want[index], text="")
+        raise CloudUnavailable("the cloud died mid-stream")
+
+    async def handoff(self, at_index: int) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+
+def test_a_cloud_that_dies_mid_stream_leaves_the_session_consistent(loaded_model, reference):
+    client = DeviceClient(
+        "http://127.0.0.1:9",
+        model=loaded_model,
+        settings=fast_pacing(),
+        device_slowdown=3.0,
+        open_cloud=DyingCloud(reference, num_sent=2),
+    )
+    messages = ("Name a large animal.", "Where does it live?", "What does it eat?")
+    try:
+        # A device-only pass first: the same prompts, so the fake cloud's tokens come at once.
+        warm = client.session()
+        for message in messages:
+            check_turn(
+                warm, warm.generate(message, max_tokens=MAX_TOKENS, mode="device"), reference
+            )
+        chat = client.session()
+        for message in messages:
+            result = chat.generate(message, max_tokens=MAX_TOKENS, mode="pd")
+            assert result.fallback and "died mid-stream" in result.fallback
+            assert result.sources[0] == "cloud", "the cloud's tokens before it died are shown"
+            check_turn(chat, result, reference)
+        assert chat.turns[-1].cached_prompt_tokens > chat.turns[1].prompt_tokens
+    finally:
+        client.close()
