@@ -8,77 +8,74 @@ TTFT, handoff index, and how many prompt tokens the device's cache already held.
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
-from pathlib import Path
 
 import typer
 from rich.console import Console
 
+from common.cli_options import command_from
 from common.errors import PDError
 from common.messages import SamplingParams
 from common.settings import SplitSettings
 
-from .cli import _COLOURS, _fail
+from .cli import _COLOURS, GenerateOptions, _fail
+from .config import device_emulation
 from .types import GenerationResult, Mode
 
 _COMMANDS = "/new starts a new session, /exit quits"
 
 
+@command_from(GenerateOptions, on_error=lambda message: _fail(Console(), message))
 def chat(
+    opts: GenerateOptions,
     system: str = typer.Option(None, help="system prompt of the session"),
-    cloud: str = typer.Option(None, help="http://host:port or grpc://host:port"),
-    embedded: bool = typer.Option(
-        False, help="start a cloud on loopback for this chat (default when --cloud is absent)"
-    ),
-    mode: Mode = typer.Option(Mode.PD, help="pd | device | cloud"),
-    transport: str = typer.Option(None, help="http | grpc (default: from the URL scheme)"),
-    max_tokens: int = typer.Option(128, help="answer length limit per turn"),
-    cloud_tokens: int = typer.Option(None, help="N: tokens the cloud may send after the first"),
-    refine_ratio: float = typer.Option(None, help="share of prompt tokens the device may skip"),
-    temperature: float = typer.Option(0.0, help="0 = greedy"),
-    top_p: float = typer.Option(1.0),
-    top_k: int = typer.Option(0),
-    seed: int = typer.Option(0),
-    model: str = typer.Option("smollm2-135m", help="model alias or transformers folder"),
-    threads: int = typer.Option(1, help="device torch threads"),
-    cloud_threads: int = typer.Option(1, help="torch threads of an embedded cloud"),
-    device_slowdown: float = typer.Option(1.0, help="emulate a device K times slower"),
-    settings: Path = typer.Option(None, help="split settings JSON (from `pdd tune`)"),
 ) -> None:
-    """Chat with P/D-Device: the device keeps the conversation's KV cache between turns."""
-    console = Console()
+    """Chat with P/D-Device: the device keeps the conversation's KV cache between turns.
+
+    The options are ``pdd generate``'s; ``--json`` prints one JSON object per turn."""
+    console = Console(stderr=opts.as_json)
+    if opts.raw:
+        _fail(console, "a chat needs the chat template: --raw does not apply")
     try:
-        sampling = SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
-        options = {"threads": threads, "device_slowdown": device_slowdown}
-        if settings is not None:
-            options["settings"] = SplitSettings.load(settings)
+        emulation = device_emulation(opts.emulate, opts.device_slowdown)
+        sampling = SamplingParams(
+            temperature=opts.temperature, top_p=opts.top_p, top_k=opts.top_k, seed=opts.seed
+        )
+        options = {"threads": opts.threads, "device_slowdown": emulation.slowdown}
+        if opts.settings is not None:
+            options["settings"] = SplitSettings.load(opts.settings)
     except (ValueError, OSError) as err:
         _fail(console, f"bad option: {err}")
+    console.print(f"[bold]{emulation.describe()}[/bold]", highlight=False, soft_wrap=True)
     turn_args = {
-        "max_tokens": max_tokens,
-        "mode": mode,
-        "cloud_tokens": cloud_tokens,
-        "refine_ratio": refine_ratio,
+        "max_tokens": opts.max_tokens,
+        "mode": opts.mode,
+        "cloud_tokens": opts.cloud_tokens,
+        "refine_ratio": opts.refine_ratio,
         "sampling": sampling,
     }
+    cloud = opts.cloud
     with contextlib.ExitStack() as stack:
-        if mode is not Mode.DEVICE and (embedded or cloud is None):
+        if opts.mode is not Mode.DEVICE and (opts.embedded or cloud is None):
             from .embedded import embedded_cloud
 
             console.print("[dim]starting an embedded cloud on loopback...[/dim]")
-            proc = stack.enter_context(embedded_cloud("--model", model, threads=cloud_threads))
-            cloud = proc.url(transport or "http")
+            proc = stack.enter_context(
+                embedded_cloud("--model", opts.model, threads=opts.cloud_threads)
+            )
+            cloud = proc.url(opts.transport or "http")
         from .client import DeviceClient  # torch and transformers load only now
 
         try:
-            client = DeviceClient(cloud, model=model, transport=transport, **options)
+            client = DeviceClient(cloud, model=opts.model, transport=opts.transport, **options)
         except (PDError, ValueError, FileNotFoundError) as err:
             _fail(console, str(getattr(err, "message", err)))
         stack.callback(client.close)
-        _loop(console, client, system, turn_args)
+        _loop(console, client, system, turn_args, opts.as_json)
 
 
-def _loop(console: Console, client, system: str | None, turn_args: dict) -> None:
+def _loop(console: Console, client, system: str | None, turn_args: dict, as_json: bool) -> None:
     session = client.session(system)
     is_tty = console.is_terminal and sys.stdin.isatty()
     if is_tty:
@@ -99,14 +96,20 @@ def _loop(console: Console, client, system: str | None, turn_args: dict) -> None
             continue
         try:
             for tok in session.stream(message, **turn_args):
-                style = _COLOURS[tok.source] if console.is_terminal else None
-                console.print(tok.text, style=style, end="", soft_wrap=True, highlight=False)
+                if not as_json:
+                    style = _COLOURS[tok.source] if console.is_terminal else None
+                    console.print(tok.text, style=style, end="", soft_wrap=True, highlight=False)
         except PDError as err:
             console.print(f"[red]error:[/red] {err.message}")
             continue
-        result = session.last_answer.result
-        if result is not None:
-            _summary(console, len(session.turns), result, session.turns[-1].rerendered)
+        result, turn = session.last_answer.result, session.turns[-1]
+        if result is None:
+            continue
+        if as_json:
+            record = {"turn": len(session.turns), **result.to_json_dict()}
+            print(json.dumps(record | {"rerendered": turn.rerendered}), flush=True)
+        else:
+            _summary(console, len(session.turns), result, turn.rerendered)
 
 
 def _summary(console: Console, turn: int, r: GenerationResult, rerendered: str | None) -> None:
@@ -123,4 +126,4 @@ def _summary(console: Console, turn: int, r: GenerationResult, rerendered: str |
         line += f"\n[yellow]fallback:[/yellow] {r.fallback}"
     if rerendered:
         line += f"\n[yellow]full prefill:[/yellow] {rerendered}"
-    console.print(line)
+    console.print(line, soft_wrap=True, highlight=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -38,3 +39,18 @@ def test_chat_device_only_and_a_new_session():
     assert "new session" in out.stdout
     cached = re.findall(r"cached (\d+)/", out.stdout)
     assert cached == ["0", "0"], out.stdout
+
+
+def test_chat_json_prints_one_object_per_turn():
+    out = _chat("--mode", "device", "--max-tokens", "3", "--json", stdin="Hi.\nAgain?\n")
+    assert out.returncode == 0, out.stderr
+    turns = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [t["turn"] for t in turns] == [1, 2]
+    assert turns[0]["cached_prompt_tokens"] == 0
+    assert turns[1]["cached_prompt_tokens"] >= turns[0]["prompt_tokens"]
+    assert all(t["rerendered"] is None and len(t["token_ids"]) == 3 for t in turns)
+
+
+def test_chat_refuses_raw():
+    out = _chat("--mode", "device", "--raw", stdin="Hi.\n")
+    assert out.returncode == 2 and "chat template" in out.stdout
