@@ -9,7 +9,13 @@ import typer
 
 from common.cli_options import command_from
 
-from .options import ChunkedPrefillOptions, EngineScalingOptions, RefineStudyOptions, fail
+from .options import (
+    ChunkedPrefillOptions,
+    EngineScalingOptions,
+    RefineStudyOptions,
+    SessionsStudyOptions,
+    fail,
+)
 
 
 @command_from(RefineStudyOptions, on_error=fail)
@@ -40,11 +46,20 @@ def chunked_prefill_command(options: ChunkedPrefillOptions) -> None:
     asyncio.run(main_async(options))
 
 
+@command_from(SessionsStudyOptions, on_error=fail)
+def sessions_command(options: SessionsStudyOptions) -> None:
+    """Multi-turn sessions: per turn with device sessions against the same turns without."""
+    from .sessions import main
+
+    main(options)
+
+
 study_app = typer.Typer(
-    help="Studies that measured the design (refinement, engine scaling, chunked prefill).",
+    help="Studies that measured the design (refinement, engine scaling, chunked prefill, sessions).",
     no_args_is_help=True,
     add_completion=False,
 )
 study_app.command("refine-quality")(refine_quality_command)
 study_app.command("engine-scaling")(engine_scaling_command)
 study_app.command("chunked-prefill")(chunked_prefill_command)
+study_app.command("sessions")(sessions_command)

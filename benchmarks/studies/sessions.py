@@ -1,6 +1,7 @@
 """Sessions study: a multi-turn conversation with device sessions against the same turns without.
 
-    python -m benchmarks.studies.sessions [--device-slowdown 4] [--chapters 1,2,3] [--max-tokens 24]
+    pdd study sessions [--device-slowdown 4] [--chapters 1,2,3] [--max-tokens 24] [--cloud-prefix-cache]
+    (or python -m benchmarks.studies.sessions with the same options)
 
 An embedded cloud on loopback and one device client. Each turn of the scripted conversation
 (``benchmarks/data/conversation.py``: pasted chapters of Jonah, each followed by a short
@@ -12,12 +13,11 @@ ids (the device prefills the whole history). Per turn: TTFT, the device's prefil
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
-from pathlib import Path
 
 from benchmarks.data.conversation import jonah_turns
+from benchmarks.studies.options import SessionsStudyOptions, fail
 from common.platform import set_threads
 from common.settings import Bucket, SplitSettings
 from device_client.answer import Answer
@@ -63,7 +63,7 @@ def turn_row(answer: Answer) -> dict:
     }
 
 
-def run(args: argparse.Namespace) -> list[dict]:
+def run(args: SessionsStudyOptions) -> list[dict]:
     set_threads(args.threads)
     turns = jonah_turns(tuple(int(c) for c in args.chapters.split(",")))
     settings = study_settings(args.max_device_alone, args.cloud_tokens)
@@ -158,35 +158,18 @@ def summary(rows: list[dict]) -> str:
     )
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device-slowdown", type=float, default=4.0)
-    parser.add_argument("--chapters", default="1,2,3", help="Jonah chapters, each + a follow-up")
-    parser.add_argument("--max-tokens", type=int, default=24, help="answer length per turn")
-    parser.add_argument("--cloud-tokens", type=int, default=8, help="N of the pd bucket")
-    parser.add_argument(
-        "--max-device-alone",
-        type=int,
-        default=64,
-        help="device-only up to this many tokens to prefill",
-    )
-    parser.add_argument(
-        "--cloud-prefix-cache",
-        action="store_true",
-        help="session turns use a cloud with its prefix cache, fresh turns one without",
-    )
-    parser.add_argument("--threads", type=int, default=1, help="device torch threads")
-    parser.add_argument("--cloud-threads", type=int, default=1)
-    parser.add_argument("-o", "--output", type=Path, help="save the rows as JSON")
-    args = parser.parse_args(argv)
+def main(options: SessionsStudyOptions) -> None:
     print("session / fresh (no session) per cell\n" + HEADER, flush=True)
-    rows = run(args)
+    rows = run(options)
     print(summary(rows))
-    if args.output:
-        args.output.write_text(
-            json.dumps({"args": vars(args) | {"output": str(args.output)}, "rows": rows}, indent=2)
-        )
+    if options.output:
+        record = {"options": {k: str(v) for k, v in vars(options).items()}, "rows": rows}
+        options.output.write_text(json.dumps(record, indent=2))
 
 
 if __name__ == "__main__":
-    main()
+    import typer
+
+    from common.cli_options import command_from
+
+    typer.run(command_from(SessionsStudyOptions, on_error=fail)(main))
