@@ -29,18 +29,32 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from common.errors import InvalidRequest
+from common.model import LoadedModel
 
 from .answer import Answer
 from .chat_turns import NextPrompt, TurnBuilder
+from .config import ClientConfig
 from .local_runtime import KVPrefix, LocalSession, common_prefix_len
 from .types import DEFAULT_MAX_TOKENS, DisplayedToken, GenerationResult
 
-if TYPE_CHECKING:
-    from .client import DeviceClient
+
+class DeviceClient(Protocol):
+    """What a session uses of its ``client.DeviceClient`` (named here: no import cycle)."""
+
+    model: LoadedModel
+    config: ClientConfig
+    _executor: Executor
+
+    def answer(self, prompt: str | None = None, *, prefix: KVPrefix | None = None, **kwargs): ...
+
+    def stream_answer(self, answer) -> Iterator[DisplayedToken]: ...
+
+    def _sync_loop(self) -> asyncio.AbstractEventLoop: ...
 
 
 class ContextOverflow(InvalidRequest):

@@ -9,6 +9,7 @@ import typer
 
 from common.cli_options import command_from
 
+from .fleet import main as fleet_main
 from .options import (
     ChunkedPrefillOptions,
     EngineScalingOptions,
@@ -16,6 +17,7 @@ from .options import (
     SessionsStudyOptions,
     fail,
 )
+from .sim_validation import main as sim_validation_main
 
 
 @command_from(RefineStudyOptions, on_error=fail)
@@ -55,11 +57,15 @@ def sessions_command(options: SessionsStudyOptions) -> None:
 
 
 study_app = typer.Typer(
-    help="Studies that measured the design (refinement, engine scaling, chunked prefill, sessions).",
+    help="Studies that measured the design (refinement, engine scaling, chunked prefill, fleet, "
+    "sessions).",
     no_args_is_help=True,
     add_completion=False,
 )
 study_app.command("refine-quality")(refine_quality_command)
 study_app.command("engine-scaling")(engine_scaling_command)
 study_app.command("chunked-prefill")(chunked_prefill_command)
+# The fleet study and the simulator's validation (no torch: the planner is already imported).
+study_app.command("fleet")(fleet_main)
+study_app.command("sim-validation")(sim_validation_main)
 study_app.command("sessions")(sessions_command)
