@@ -58,25 +58,13 @@ class DecodeBatch:
     def length(self) -> int:
         return 0 if self.mask is None else self.mask.shape[1]
 
-    def sync(self, seqs: list[Sequence]) -> None:
-        """Make the rows exactly ``seqs``: drop rows not in it, add new ones (after prefill)."""
-        wanted = set(seqs)
-        gone = [s for s in self.seqs if s not in wanted]
-        if gone:
-            self.remove(gone)
-        present = set(self.seqs)
-        for seq in seqs:
-            if seq not in present:
-                self.add(seq)
-
-    def add(self, seq: Sequence) -> None:
-        """Move ``seq``'s own cache (batch 1) into the batch; ``seq.kv`` is dropped."""
-        assert seq.kv is not None, "a sequence joins the batch after its prefill"
-        row_kv = _kv(seq.kv)
+    def add(self, seq: Sequence, cache: DynamicCache) -> None:
+        """Move ``seq``'s own prefilled cache (batch 1) into the batch as a new row."""
+        row_kv = _kv(cache)
         row_len = row_kv[0][0].shape[2]
         row_mask = torch.ones(1, row_len, dtype=torch.long, device=row_kv[0][0].device)
         if self.cache is None:
-            self.cache, self.mask = seq.kv, row_mask
+            self.cache, self.mask = cache, row_mask
         else:
             assert self.mask is not None
             new_len = max(self.length, row_len)
@@ -91,7 +79,6 @@ class DecodeBatch:
             _set_kv(self.cache, kv)
             self.mask = torch.cat([_left_pad(self.mask, grow, 1), _left_pad(row_mask, row_grow, 1)])
         self.seqs.append(seq)
-        seq.kv = None
 
     def remove(self, seqs: list[Sequence]) -> None:
         """Drop these rows (unknown sequences are ignored) and trim all-padding columns."""
@@ -126,7 +113,7 @@ class DecodeBatch:
             input_ids=input_ids,
             position_ids=positions,
             attention_mask=self.mask,
-            past_key_values=self.cache,
+            cache=self.cache,
             use_cache=True,
             logits_to_keep=1,
         )

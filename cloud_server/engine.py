@@ -17,14 +17,15 @@ from collections.abc import AsyncIterator
 from common.clock import Clock, MonotonicClock
 from common.detokenize import Detokenizer
 from common.errors import CloudUnavailable, InvalidRequest, PDError, UnknownRequest
-from common.messages import End, EndReason, GenerateRequest, Usage
+from common.messages import End, EndReason, GenerateRequest, KeepSet, Usage
 from common.model import LoadedModel
 
 from .config import EngineConfig
+from .engine_api import Event
 from .metrics import Metrics
-from .model_runner import ModelRunner
-from .scheduler import Scheduler, StepKind
-from .sequence import Event, Mailbox, RequestKey, Sequence
+from .model_runner import ModelRunner, SeqOutput
+from .scheduler import Scheduler, SequenceStatus, Step, StepKind
+from .sequence import Mailbox, RequestKey, Sequence
 from .validation import check_request, max_new_tokens_for, prompt_ids_for
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ class SequenceStream:
     def cancel(self, message: str = "client disconnected") -> None:
         """Stop the request if it is still running (no-op after its ``End``)."""
         if not self.is_done:
-            self._engine.stop_sequence(self._seq, EndReason.CANCELLED, message)
+            self._engine.request_stop(self._seq, EndReason.CANCELLED, message)
 
 
 class Engine:
@@ -79,6 +80,7 @@ class Engine:
         self._clock = clock or MonotonicClock()
         self._cond = threading.Condition()
         self._recent: OrderedDict[RequestKey, None] = OrderedDict()  # ended, for late handoffs
+        self._stopping: list[Sequence] = []  # asked to stop; the worker ends them next step
         self._is_closed = False
         self._thread: threading.Thread | None = None
 
@@ -96,8 +98,8 @@ class Engine:
         """Refuse new requests and end the active ones with an error (does not block)."""
         with self._cond:
             self._is_closed = True
-            for seq in self._active():
-                seq.request_stop(EndReason.ERROR, "the cloud server is shutting down")
+            for seq in self.scheduler.active():
+                self.request_stop(seq, EndReason.ERROR, "the cloud server is shutting down")
             self._cond.notify_all()
 
     def stop(self, timeout_s: float = 10.0) -> None:
@@ -169,14 +171,15 @@ class Engine:
                     f"no request with id {request_id!r} is running on this server; "
                     "send the handoff to the server that streams the request"
                 )
-            seq.request_stop(EndReason.HANDOFF, f"device took over at index {at_index}")
-            self._cond.notify()
+            self.request_stop(seq, EndReason.HANDOFF, f"device took over at index {at_index}")
         return "stopping"
 
-    def stop_sequence(self, seq: Sequence, reason: EndReason, message: str) -> None:
+    def request_stop(self, seq: Sequence, reason: EndReason, message: str) -> None:
+        """End ``seq`` at the worker's next step (any thread; a no-op once it has ended)."""
         with self._cond:
-            seq.request_stop(reason, message)
-            self._cond.notify()
+            if seq.request_stop(reason, message):
+                self._stopping.append(seq)
+                self._cond.notify()
 
     # ---- the worker ------------------------------------------------------------------------
 
@@ -194,55 +197,60 @@ class Engine:
 
     def step(self) -> None:
         """One engine step: schedule, run the model, post-process its tokens."""
-        with self._cond:
-            step = self.scheduler.schedule(self._clock.now())
-        for seq in step.stopped:
-            assert seq.stop_reason is not None
-            self._finish(seq, seq.stop_reason, seq.stop_message)
-        if step.kind is StepKind.PREFILL:
-            self._prefill(step.seqs[0], *step.prefill_range)
-        elif step.kind is StepKind.DECODE:
-            self._decode(step.seqs)
+        step = self._schedule()
+        outputs = self._run_model(step)
+        self._postprocess(outputs)
 
-    def _prefill(self, seq: Sequence, start: int, end: int) -> None:
-        if start == 0:
-            seq.prefill_start_s = self._clock.now()
+    def _schedule(self) -> Step:
+        """End the requests asked to stop, then plan the step (under the lock)."""
+        with self._cond:
+            for seq in self._stopping:
+                if seq.status is not SequenceStatus.FINISHED:  # it may have ended meanwhile
+                    assert seq.stop_reason is not None
+                    self._finish(seq, seq.stop_reason, seq.stop_message)
+            self._stopping.clear()
+            step = self.scheduler.schedule(self._clock.now())
+        if step.kind is StepKind.PREFILL and step.prefill_range[0] == 0:
+            step.seqs[0].prefill_start_s = self._clock.now()
+        return step
+
+    def _run_model(self, step: Step) -> list[SeqOutput]:
         try:
-            out = self.runner.prefill(seq, start, end)
-        except Exception as err:  # a model failure ends this request, never the server
-            self._fail([seq], err)
-            return
-        if out is None:
-            return  # more chunks to come
+            if step.kind is StepKind.PREFILL:
+                return [self.runner.prefill(step.seqs[0], *step.prefill_range)]
+            if step.kind is StepKind.DECODE:
+                return self.runner.decode(step.seqs)
+        except Exception as err:  # a failed forward ends the requests in it, never the server
+            return [SeqOutput(seq, error=err) for seq in step.seqs]
+        return []
+
+    def _postprocess(self, outputs: list[SeqOutput]) -> None:
+        for out in outputs:
+            seq = out.seq
+            if out.error is not None:
+                log.error("request %s failed", seq.request_id, exc_info=out.error)
+                err = out.error
+                self._finish(
+                    seq, EndReason.ERROR, f"cloud model error: {type(err).__name__}: {err}"
+                )
+            elif out.token_id is not None:
+                if seq.num_tokens == 0:
+                    self._first_token(seq, out.keep_set)
+                seq.mailbox.put(seq.append_token(out.token_id))
+                reason = seq.natural_end(self.loaded.eos_token_ids)
+                if reason is not None:
+                    self._finish(seq, reason, "")
+
+    def _first_token(self, seq: Sequence, keep_set: KeepSet | None) -> None:
         seq.prefill_end_s = self._clock.now()
-        if out.keep_set is not None:
-            seq.mailbox.put(out.keep_set)  # before the first token, as the device expects
+        if keep_set is not None:
+            seq.mailbox.put(keep_set)  # before the first token, as the device expects
         self.metrics.observe_first_token(
             ttft_s=seq.prefill_end_s - seq.arrival_s, queue_s=seq.queue_s, prefill_s=seq.prefill_s
         )
-        self._emit(seq, out.token_id)
-
-    def _decode(self, seqs: list[Sequence]) -> None:
-        try:
-            token_ids = self.runner.decode(seqs)
-        except Exception as err:
-            self._fail(seqs, err)
-            return
-        for seq, token_id in zip(seqs, token_ids, strict=True):
-            self._emit(seq, token_id)
-
-    def _emit(self, seq: Sequence, token_id: int) -> None:
-        seq.mailbox.put(seq.append_token(token_id))
-        reason = seq.natural_end(self.loaded.eos_token_ids)
-        if reason is not None:
-            self._finish(seq, reason, "")
-
-    def _fail(self, seqs: list[Sequence], err: Exception) -> None:
-        log.exception("model step failed for %d request(s)", len(seqs))
-        for seq in seqs:
-            self._finish(seq, EndReason.ERROR, f"cloud model error: {type(err).__name__}: {err}")
 
     def _finish(self, seq: Sequence, reason: EndReason, message: str) -> None:
+        """The one place a request ends: slot, KV, its ``End`` event and the metrics."""
         now = self._clock.now()
         with self._cond:
             self.scheduler.finish(seq)
@@ -264,7 +272,3 @@ class Engine:
         self._recent[key] = None
         while len(self._recent) > self.config.num_recent_ids:
             self._recent.popitem(last=False)
-
-    def _active(self) -> list[Sequence]:
-        s = self.scheduler
-        return [*s.queued, *s.waiting, *s.running]

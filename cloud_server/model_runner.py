@@ -1,14 +1,18 @@
 """The model seam: prefill one sequence (whole or a chunk), decode a round of sequences.
 
-Prefill runs per request into the request's own cache (refinement hooks see one prompt, which the
-scheduler therefore never chunks); a chunk continues the cache at its true positions. Decode
-runs every running sequence in one forward through ``DecodeBatch``; sampling stays per row with
-``sample_token(logits, params, index)``, so a batched answer equals the unbatched one.
+The runner is the one owner of every KV cache: a sequence being prefilled has its own
+``DynamicCache`` here (refinement hooks see one prompt, which the scheduler therefore never
+chunks; a chunk continues the cache at its true positions), and moves into the ``DecodeBatch``
+at its first decode round. Decode runs every running sequence in one forward; sampling stays per
+row with ``sample_token(logits, params, index)``, so a batched answer equals the unbatched one,
+and a row whose sampling fails fails alone.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from transformers import DynamicCache
 
 from common.forward import forward_tokens, new_cache
 from common.messages import KeepSet
@@ -21,9 +25,13 @@ from .sequence import Sequence
 
 
 @dataclass(frozen=True)
-class PrefillOutput:
-    token_id: int  # the first answer token (index 0)
-    keep_set: KeepSet | None  # None when the request asked for no refinement
+class SeqOutput:
+    """What one step produced for one sequence."""
+
+    seq: Sequence
+    token_id: int | None = None  # None: a prefill chunk before the last, or an error
+    keep_set: KeepSet | None = None  # the last prefill chunk of a refinement request
+    error: Exception | None = None  # this sequence failed (its forward or its sampling)
 
 
 class ModelRunner:
@@ -31,40 +39,41 @@ class ModelRunner:
         self.loaded = loaded
         self.refiner = Refiner(loaded.model, tokenizer=loaded.tokenizer)
         self.batch = DecodeBatch(loaded.model)
+        self._caches: dict[Sequence, DynamicCache] = {}  # prefilling, or prefilled, not batched
 
-    def prefill(self, seq: Sequence, start: int, end: int) -> PrefillOutput | None:
+    def prefill(self, seq: Sequence, start: int, end: int) -> SeqOutput:
         """Put prompt positions [start, end) into ``seq``'s cache; after the last chunk, sample
-        the first token (None before it)."""
+        the first token."""
         model = self.loaded.model
         if start == 0:
-            seq.kv = new_cache(model)
+            self._caches[seq] = new_cache(model)
+        cache = self._caches[seq]
         ids, positions = seq.prompt_ids[start:end], list(range(start, end))
         ratio = seq.request.refine_ratio
         keep_set = None
         if ratio > 0:
             assert (start, end) == (0, seq.num_prompt_tokens), "refinement needs the whole prompt"
             with self.refiner.capture(ratio) as cap:
-                logits = forward_tokens(model, ids, positions, seq.kv)
+                logits = forward_tokens(model, ids, positions, cache)
             keep_set = cap.keep_set(seq.prompt_ids, ratio)
         else:
-            logits = forward_tokens(model, ids, positions, seq.kv)
-        if end < seq.num_prompt_tokens:
-            self.loaded.platform.synchronize()
-            return None
-        token_id = sample_token(logits, seq.request.sampling, index=0)
+            logits = forward_tokens(model, ids, positions, cache)
         self.loaded.platform.synchronize()
-        return PrefillOutput(token_id=token_id, keep_set=keep_set)
+        if end < seq.num_prompt_tokens:
+            return SeqOutput(seq)
+        return _sampled(seq, logits, keep_set)
 
-    def decode(self, seqs: list[Sequence]) -> list[int]:
+    def decode(self, seqs: list[Sequence]) -> list[SeqOutput]:
         """One next token for each sequence, in order, from one batched forward."""
-        self.batch.sync(seqs)
+        wanted = set(seqs)
+        self.batch.remove([s for s in self.batch.seqs if s not in wanted])
+        for seq in seqs:
+            if seq in self._caches:  # prefilled: it joins the batch
+                self.batch.add(seq, self._caches.pop(seq))
         logits = self.batch.forward()  # [B, vocab], rows in self.batch.seqs order
         self.loaded.platform.synchronize()
-        by_seq = {
-            seq: sample_token(row, seq.request.sampling, index=seq.num_tokens)
-            for seq, row in zip(self.batch.seqs, logits, strict=True)
-        }
-        return [by_seq[seq] for seq in seqs]
+        by_seq = {seq: row for seq, row in zip(self.batch.seqs, logits, strict=True)}
+        return [_sampled(seq, by_seq[seq]) for seq in seqs]
 
     def warm_up(self) -> None:
         """One tiny prefill and decode, so the first request does not pay for lazy init."""
@@ -75,5 +84,14 @@ class ModelRunner:
 
     def release(self, seq: Sequence) -> None:
         """Free ``seq``'s KV, its own cache or its batch row (the other rows are untouched)."""
+        self._caches.pop(seq, None)
         self.batch.remove([seq])
-        seq.kv = None
+
+
+def _sampled(seq: Sequence, logits, keep_set: KeepSet | None = None) -> SeqOutput:
+    """The next token of ``seq``; a sampling failure is this sequence's error, nobody else's."""
+    try:
+        token_id = sample_token(logits, seq.request.sampling, index=seq.num_tokens)
+    except Exception as err:
+        return SeqOutput(seq, error=err)
+    return SeqOutput(seq, token_id=token_id, keep_set=keep_set)

@@ -11,7 +11,7 @@ from cloud_server.config import EngineConfig
 from cloud_server.scheduler import Scheduler, StepKind
 from cloud_server.sequence import Mailbox, Sequence, SequenceStatus
 from common.errors import Overloaded
-from common.messages import EndReason, GenerateRequest
+from common.messages import GenerateRequest
 
 
 @pytest.fixture
@@ -72,17 +72,18 @@ def test_prefill_comes_before_decode(loop):
     assert (step.kind, step.seqs) == (StepKind.DECODE, [a, b])
 
 
-def test_stopped_request_leaves_at_the_next_step(loop):
+def test_a_finished_request_leaves_before_the_next_step(loop):
     sched = Scheduler(EngineConfig(max_concurrent_requests=2))
     a, b = make_seq(loop, "a"), make_seq(loop, "b")
     for seq in (a, b):
         sched.add(seq, now=0.0)
         sched.schedule(now=0.0)
-    a.request_stop(EndReason.HANDOFF, "device took over")
+    sched.finish(a)  # the engine ends a request (handoff, EOS, error) in one place
     step = sched.schedule(now=1.0)
-    assert step.stopped == [a]
     assert step.seqs == [b]
     assert sched.find(("", "a")) is None and a.status is SequenceStatus.FINISHED
+    with pytest.raises(AssertionError, match="exactly once"):
+        sched.finish(a)
 
 
 def make_long_seq(loop, request_id: str, num_prompt: int, refine_ratio: float = 0.0) -> Sequence:
