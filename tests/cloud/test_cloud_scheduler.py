@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from benchmarks.planner.sim_cloud import SimJob
 from cloud_server.config import EngineConfig
 from cloud_server.scheduler import Scheduler, StepKind
 from cloud_server.sequence import Mailbox, Sequence, SequenceStatus
@@ -125,3 +126,22 @@ def test_a_refine_prompt_is_never_chunked(loop):
     assert sched.schedule(now=0.0).kind is StepKind.DECODE  # a round first, then all of b
     step = sched.schedule(now=0.0)
     assert (step.kind, step.prefill_range) == (StepKind.PREFILL, (0, 10))
+
+
+def test_prompts_share_one_budget_between_decode_rounds():
+    """Any job type works (here the simulator's); the chunk budget spans requests."""
+    sched = Scheduler(EngineConfig(max_concurrent_requests=4, prefill_chunk_tokens=8))
+    a, b, c, d = (SimJob(i, n, 4) for i, n in enumerate([2, 3, 4, 5]))
+    sched.add(a, now=0.0)
+    sched.schedule(now=0.0)  # a alone: whole prompt; a decodes from now on
+    for job in (b, c, d):
+        sched.add(job, now=0.0)
+    plan = [sched.schedule(now=0.0) for _ in range(5)]
+    assert [(s.kind, [j.index for j in s.seqs], s.prefill_range) for s in plan] == [
+        (StepKind.PREFILL, [1], (0, 3)),  # 2 + 3 of 8
+        (StepKind.DECODE, [0, 1], (0, 0)),  # c's 4 > the 3 left, a sliver: a round first
+        (StepKind.PREFILL, [2], (0, 4)),
+        (StepKind.PREFILL, [3], (0, 4)),  # 4 of d's 5 tokens: the budget is spent
+        (StepKind.DECODE, [0, 1, 2], (0, 0)),
+    ]
+    assert sched.is_prefill_pending and d.num_prefilled == 4
