@@ -22,6 +22,9 @@ class EngineConfig:
     # prefilled between two decode rounds, so a long prompt pauses the others' streams for one
     # chunk, not its whole prefill. 0: whole prompts, prefill first.
     prefill_chunk_tokens: int = 512
+    # Prefix cache: the KV of recent prompts, up to this many bytes (least recently used
+    # evicted); a prompt that starts like a cached one prefills only the rest. 0: off.
+    prefix_cache_bytes: int = 256 << 20
 
     def __post_init__(self) -> None:
         if self.max_concurrent_requests < 1:
@@ -30,6 +33,8 @@ class EngineConfig:
             raise ValueError("max_queue must be >= 0")
         if self.prefill_chunk_tokens < 0:
             raise ValueError("prefill_chunk_tokens must be >= 0 (0: no chunking)")
+        if self.prefix_cache_bytes < 0:
+            raise ValueError("prefix_cache_bytes must be >= 0 (0: no prefix cache)")
         if self.max_prompt_tokens is not None and self.max_prompt_tokens < 1:
             raise ValueError("max_prompt_tokens must be at least 1")
 

@@ -22,11 +22,11 @@ from transformers import DynamicCache
 from .sequence import Sequence
 
 
-def _kv(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def kv_of(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(layer.keys, layer.values) for layer in cache.layers]
 
 
-def _set_kv(cache: DynamicCache, kv: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+def set_kv(cache: DynamicCache, kv: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
     for layer, (keys, values) in zip(cache.layers, kv, strict=True):
         if not layer.is_initialized:
             layer.lazy_initialization(keys, values)
@@ -60,7 +60,7 @@ class DecodeBatch:
 
     def add(self, seq: Sequence, cache: DynamicCache) -> None:
         """Move ``seq``'s own prefilled cache (batch 1) into the batch as a new row."""
-        row_kv = _kv(cache)
+        row_kv = kv_of(cache)
         row_len = row_kv[0][0].shape[2]
         row_mask = torch.ones(1, row_len, dtype=torch.long, device=row_kv[0][0].device)
         if self.cache is None:
@@ -74,9 +74,9 @@ class DecodeBatch:
                     torch.cat([_left_pad(k, grow, 2), _left_pad(rk, row_grow, 2)]),
                     torch.cat([_left_pad(v, grow, 2), _left_pad(rv, row_grow, 2)]),
                 )
-                for (k, v), (rk, rv) in zip(_kv(self.cache), row_kv, strict=True)
+                for (k, v), (rk, rv) in zip(kv_of(self.cache), row_kv, strict=True)
             ]
-            _set_kv(self.cache, kv)
+            set_kv(self.cache, kv)
             self.mask = torch.cat([_left_pad(self.mask, grow, 1), _left_pad(row_mask, row_grow, 1)])
         self.seqs.append(seq)
 
@@ -97,9 +97,9 @@ class DecodeBatch:
         self.mask = mask[:, start:]
         kv = [
             (k.index_select(0, index)[:, :, start:], v.index_select(0, index)[:, :, start:])
-            for k, v in _kv(self.cache)
+            for k, v in kv_of(self.cache)
         ]
-        _set_kv(self.cache, kv)
+        set_kv(self.cache, kv)
 
     @torch.inference_mode()
     def forward(self) -> torch.Tensor:

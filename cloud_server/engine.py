@@ -75,12 +75,13 @@ class Engine:
         self.loaded = loaded
         self.config = config or EngineConfig()
         self.metrics = metrics or Metrics()
-        self.runner = runner or ModelRunner(loaded)
+        self.runner = runner or ModelRunner(loaded, self.config.prefix_cache_bytes)
         self.scheduler = Scheduler(self.config)
         self._clock = clock or MonotonicClock()
         self._cond = threading.Condition()
         self._recent: OrderedDict[RequestKey, None] = OrderedDict()  # ended, for late handoffs
         self._stopping: list[Sequence] = []  # asked to stop; the worker ends them next step
+        self._arrived: list[Sequence] = []  # admitted since the last step: prefix not looked up
         self._is_closed = False
         self._thread: threading.Thread | None = None
 
@@ -150,6 +151,7 @@ class Engine:
                     f"request_id {request.request_id!r} is already in use; send a fresh id"
                 )
             self.scheduler.add(seq, seq.arrival_s)
+            self._arrived.append(seq)
             self.metrics.active.set(self.scheduler.num_active)
             self._cond.notify()
         return seq
@@ -209,9 +211,17 @@ class Engine:
                     assert seq.stop_reason is not None
                     self._finish(seq, seq.stop_reason, seq.stop_message)
             self._stopping.clear()
+            for seq in self._arrived:  # its cached prefix needs no prefill
+                if seq.status is not SequenceStatus.FINISHED:
+                    seq.num_cached = seq.num_prefilled = self.runner.attach_prefix(seq)
+            self._arrived.clear()
             step = self.scheduler.schedule(self._clock.now())
-        if step.kind is StepKind.PREFILL and step.prefill_range[0] == 0:
-            step.seqs[0].prefill_start_s = self._clock.now()
+        if step.kind is StepKind.PREFILL:
+            seq, (start, end) = step.seqs[0], step.prefill_range
+            is_first_chunk = start == seq.num_cached
+            if is_first_chunk:
+                seq.prefill_start_s = self._clock.now()
+            self.metrics.observe_prefill(end - start, seq.num_cached if is_first_chunk else 0)
         return step
 
     def _run_model(self, step: Step) -> list[SeqOutput]:
@@ -264,6 +274,7 @@ class Engine:
             queue_s=seq.queue_s,
             prefill_s=seq.prefill_s,
             busy_s=busy_s,
+            cached_tokens=seq.num_cached,
         )
         seq.mailbox.put(End(reason=reason, usage=usage, message=message))
         self.metrics.observe_end(reason.value, seq.num_tokens, busy_s)

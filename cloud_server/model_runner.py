@@ -19,7 +19,8 @@ from common.messages import KeepSet
 from common.model import LoadedModel
 from common.sampling import sample_token
 
-from .decode_batch import DecodeBatch
+from .decode_batch import DecodeBatch, kv_of, set_kv
+from .prefix_cache import PrefixCache
 from .refine import Refiner
 from .sequence import Sequence
 
@@ -35,17 +36,33 @@ class SeqOutput:
 
 
 class ModelRunner:
-    def __init__(self, loaded: LoadedModel) -> None:
+    def __init__(self, loaded: LoadedModel, prefix_cache_bytes: int = 0) -> None:
         self.loaded = loaded
         self.refiner = Refiner(loaded.model, tokenizer=loaded.tokenizer)
         self.batch = DecodeBatch(loaded.model)
+        self.prefix_cache = PrefixCache(prefix_cache_bytes) if prefix_cache_bytes > 0 else None
         self._caches: dict[Sequence, DynamicCache] = {}  # prefilling, or prefilled, not batched
+
+    def attach_prefix(self, seq: Sequence) -> int:
+        """Start ``seq``'s cache from the longest cached prefix of its prompt; returns the prompt
+        tokens it covers, which need no prefill (at most all but the last, whose logits give the
+        first token; a refinement prompt is always prefilled whole, for its attention scores)."""
+        if self.prefix_cache is None or seq.needs_whole_prompt:
+            return 0
+        num_cached, kv = self.prefix_cache.lookup(seq.prompt_ids, seq.num_prompt_tokens - 1)
+        if kv is None:
+            return 0
+        cache = new_cache(self.loaded.model)
+        set_kv(cache, kv)
+        self._caches[seq] = cache
+        return num_cached
 
     def prefill(self, seq: Sequence, start: int, end: int) -> SeqOutput:
         """Put prompt positions [start, end) into ``seq``'s cache; after the last chunk, sample
         the first token."""
         model = self.loaded.model
-        if start == 0:
+        if seq not in self._caches:
+            assert start == 0, "a later chunk continues the sequence's own cache"
             self._caches[seq] = new_cache(model)
         cache = self._caches[seq]
         ids, positions = seq.prompt_ids[start:end], list(range(start, end))
@@ -61,6 +78,8 @@ class ModelRunner:
         self.loaded.platform.synchronize()
         if end < seq.num_prompt_tokens:
             return SeqOutput(seq)
+        if self.prefix_cache is not None:
+            self.prefix_cache.insert(seq.prompt_ids, kv_of(cache))
         return _sampled(seq, logits, keep_set)
 
     def decode(self, seqs: list[Sequence]) -> list[SeqOutput]:

@@ -50,6 +50,7 @@ class Sequence:
     stop_reason: EndReason | None = None  # asked for by handoff / cancel / shutdown
     stop_message: str = ""
     num_prefilled: int = 0  # prompt tokens scheduled into the KV cache so far (chunked prefill)
+    num_cached: int = 0  # leading prompt tokens whose KV came from the prefix cache
 
     @property
     def request_id(self) -> str:

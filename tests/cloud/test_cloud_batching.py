@@ -119,7 +119,8 @@ def test_chunked_prefill_lets_others_decode_and_changes_no_token(loaded_model):
     rounds between them, and both answers are the tokens each gives alone."""
     long_prompt = "The history of the printing press begins " + " ".join(["again"] * 40)
     short, long = make_request(PROMPTS[0]), make_request(long_prompt, max_tokens=6, cloud_tokens=5)
-    engine = Engine(loaded_model, EngineConfig(max_concurrent_requests=4, prefill_chunk_tokens=16))
+    config = EngineConfig(max_concurrent_requests=4, prefill_chunk_tokens=16, prefix_cache_bytes=0)
+    engine = Engine(loaded_model, config)  # no prefix cache: the second run prefills again
     alone = [run_alone(engine, r) for r in (short, long)]
     steps: list[str] = []
     runner = engine.runner

@@ -57,6 +57,9 @@ class TimedRunner:
         self._take(CLOUD.batch.e0 + CLOUD.batch.e1 * len(seqs))
         return [SeqOutput(seq, token_id=42) for seq in seqs]
 
+    def attach_prefix(self, seq) -> int:
+        return 0  # no prefix cache here
+
     def release(self, seq) -> None:
         pass
 
