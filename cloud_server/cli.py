@@ -60,6 +60,9 @@ def serve(
     prefill_chunk_tokens: int = typer.Option(
         512, min=0, help="prompt tokens prefilled between two decode rounds; 0: whole prompts first"
     ),
+    prefix_cache_mb: int = typer.Option(
+        256, min=0, help="MiB of recent prompts' KV kept to skip a repeated prefix; 0: off"
+    ),
     log_level: str = typer.Option("info", help="debug | info | warning | error"),
     settings: str = typer.Option(None, help="SplitSettings JSON, served at GET /v1/pd/settings"),
     api_key_file: str = typer.Option(
@@ -83,6 +86,7 @@ def serve(
             max_queue=max_queue,
             max_prompt_tokens=max_prompt_tokens or None,
             prefill_chunk_tokens=prefill_chunk_tokens,
+            prefix_cache_bytes=prefix_cache_mb << 20,
         ),
         security=security_config(api_key_file, max_body_bytes),
         settings_path=settings,
