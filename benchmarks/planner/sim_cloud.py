@@ -72,12 +72,15 @@ def simulate_cloud(
     slots: int,
     chunk_tokens: int = 0,
     needs_whole_prompt: np.ndarray | None = None,
+    num_cached: np.ndarray | None = None,
     trace: list[SimStep] | None = None,
 ) -> CloudRun:
     """``num_tokens[i]``: tokens request i gets (first included); 0 means it never uses the cloud.
 
-    ``needs_whole_prompt[i]``: request i refines its prompt, so it is never chunked. ``trace``
-    gets every step taken, in order.
+    ``needs_whole_prompt[i]``: request i refines its prompt, so it is never chunked.
+    ``num_cached[i]``: leading prompt tokens of request i in the cloud's prefix cache (at most
+    all but one): its prefill starts after them, as in the engine. ``trace`` gets every step
+    taken, in order.
     """
     n = len(arrivals)
     first, end, busy = np.full(n, np.nan), np.full(n, np.nan), np.zeros(n)
@@ -87,7 +90,11 @@ def simulate_cloud(
     )
     policy = Scheduler(config)
     order = [int(i) for i in np.argsort(arrivals, kind="stable") if num_tokens[i] > 0]
+    cached = np.zeros(n, int) if num_cached is None else np.minimum(num_cached, prompt_lens - 1)
+    cached[whole] = 0  # a refinement prompt is prefilled whole, for its attention scores
     jobs = {i: SimJob(i, int(prompt_lens[i]), int(num_tokens[i]), bool(whole[i])) for i in order}
+    for i, job in jobs.items():
+        job.num_prefilled = int(cached[i])
     decoding: list[tuple[int, int]] = []  # (decode rounds done when its last token is out, i)
     t = float(arrivals[order[0]]) if order else 0.0
     rounds = 0  # decode rounds run so far

@@ -24,16 +24,16 @@ from common.timing_model import BatchCost, CloudProfile, DecodeCost, PrefillCost
 
 CLOUD = CloudProfile(PrefillCost(a=0.01, b=0.001), DecodeCost(d0=0.02), BatchCost(e0=0.02, e1=0.01))
 # Request i: arrival s, prompt tokens, tokens it gets (first included), refines its prompt.
-SCRIPT = [
-    (0.00, 40, 12, False),
-    (0.03, 300, 6, False),  # long: chunked while request 0 decodes
-    (0.05, 20, 1, False),  # first token only; prefilled right after 1's last chunk
-    (0.07, 150, 8, True),  # refinement: never chunked, and waits for a decode round
-    (0.40, 90, 5, False),  # waits for a slot (4 slots)
-    (0.41, 30, 9, False),
-    (0.42, 60, 3, False),
-    (1.37, 50, 3, False),  # arrives during a run of rounds: its prefill follows that round
-    (2.50, 25, 4, False),  # an idle engine again
+SCRIPT = [  # (arrival s, prompt tokens, tokens it gets (first included), refines, cached prefix)
+    (0.00, 40, 12, False, 0),
+    (0.03, 300, 6, False, 0),  # long: chunked while request 0 decodes
+    (0.05, 20, 1, False, 0),  # first token only; prefilled right after 1's last chunk
+    (0.07, 150, 8, True, 0),  # refinement: never chunked, and waits for a decode round
+    (0.40, 90, 5, False, 60),  # waits for a slot (4 slots); most of its prompt is cached
+    (0.41, 30, 9, False, 0),
+    (0.42, 60, 3, False, 59),  # all but its last prompt token cached
+    (1.25, 50, 3, False, 0),  # arrives during a run of rounds: its prefill follows that round
+    (2.50, 25, 4, False, 0),  # an idle engine again
 ]
 CONFIG = EngineConfig(max_concurrent_requests=4, max_queue=8, prefill_chunk_tokens=128)
 
@@ -58,7 +58,7 @@ class TimedRunner:
         return [SeqOutput(seq, token_id=42) for seq in seqs]
 
     def attach_prefix(self, seq) -> int:
-        return 0  # no prefix cache here
+        return SCRIPT[int(seq.request_id)][4]  # the scripted prefix-cache hit
 
     def release(self, seq) -> None:
         pass
@@ -86,7 +86,7 @@ def run_engine(loaded_model) -> tuple[list[SimStep], dict[int, float], dict[int,
         def arrive() -> None:
             while pending and SCRIPT[pending[0]][0] <= clock.now():
                 i = pending.pop(0)
-                _, num_prompt, num_tokens, refine = SCRIPT[i]
+                _, num_prompt, num_tokens, refine, _ = SCRIPT[i]
                 request = GenerateRequest(
                     request_id=str(i),
                     prompt_ids=[1] * num_prompt,
@@ -115,10 +115,10 @@ def run_engine(loaded_model) -> tuple[list[SimStep], dict[int, float], dict[int,
 def test_the_simulator_takes_the_engines_steps(loaded_model):
     engine_steps, first, end = run_engine(loaded_model)
     trace: list[SimStep] = []
-    arrivals, prompts, tokens, whole = (np.array(col) for col in zip(*SCRIPT, strict=True))
+    arrivals, prompts, tokens, whole, cached = (np.array(c) for c in zip(*SCRIPT, strict=True))
     run = simulate_cloud(
         arrivals, prompts, tokens, CLOUD, CONFIG.max_concurrent_requests,
-        CONFIG.prefill_chunk_tokens, needs_whole_prompt=whole, trace=trace,
+        CONFIG.prefill_chunk_tokens, needs_whole_prompt=whole, num_cached=cached, trace=trace,
     )  # fmt: skip
 
     def plan(steps: list[SimStep]) -> list[tuple]:
@@ -132,6 +132,7 @@ def test_the_simulator_takes_the_engines_steps(loaded_model):
     steps = plan(engine_steps)
     assert (StepKind.PREFILL, (1,), (88, 216)) in steps, "a whole chunk between decode rounds"
     assert (StepKind.PREFILL, (3,), (0, 150)) in steps, "a refinement prompt in one forward"
+    assert (StepKind.PREFILL, (4,), (60, 90)) in steps, "only the part past the cached prefix"
     pairs = [
         a[1] + b[1]
         for a, b in zip(steps[:-1], steps[1:], strict=True)
