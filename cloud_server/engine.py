@@ -204,25 +204,27 @@ class Engine:
         self._postprocess(outputs)
 
     def _schedule(self) -> Step:
-        """End the requests asked to stop, then plan the step (under the lock)."""
+        """End the requests asked to stop, look up new prompts' cached prefixes, plan a step."""
         with self._cond:
             for seq in self._stopping:
                 if seq.status is not SequenceStatus.FINISHED:  # it may have ended meanwhile
                     assert seq.stop_reason is not None
                     self._finish(seq, seq.stop_reason, seq.stop_message)
             self._stopping.clear()
-            for seq in self._arrived:  # its cached prefix needs no prefill
+            for seq in self._arrived:
                 if seq.status is not SequenceStatus.FINISHED:
                     seq.num_cached = seq.num_prefilled = self.runner.attach_prefix(seq)
             self._arrived.clear()
             step = self.scheduler.schedule(self._clock.now())
         if step.kind is StepKind.PREFILL:
-            seq, (start, end) = step.seqs[0], step.prefill_range
-            is_first_chunk = start == seq.num_cached
-            if is_first_chunk:
-                seq.prefill_start_s = self._clock.now()
-            self.metrics.observe_prefill(end - start, seq.num_cached if is_first_chunk else 0)
+            self._count_prefill(step.seqs[0], *step.prefill_range)
         return step
+
+    def _count_prefill(self, seq: Sequence, start: int, end: int) -> None:
+        is_first_chunk = start == seq.num_cached  # the cached prefix needs no prefill
+        if is_first_chunk:
+            seq.prefill_start_s = self._clock.now()
+        self.metrics.observe_prefill(end - start, seq.num_cached if is_first_chunk else 0)
 
     def _run_model(self, step: Step) -> list[SeqOutput]:
         try:
@@ -236,28 +238,29 @@ class Engine:
 
     def _postprocess(self, outputs: list[SeqOutput]) -> None:
         for out in outputs:
-            seq = out.seq
             if out.error is not None:
-                log.error("request %s failed", seq.request_id, exc_info=out.error)
-                err = out.error
-                self._finish(
-                    seq, EndReason.ERROR, f"cloud model error: {type(err).__name__}: {err}"
-                )
-            elif out.token_id is not None:
-                if seq.num_tokens == 0:
-                    self._first_token(seq, out.keep_set)
-                seq.mailbox.put(seq.append_token(out.token_id))
-                reason = seq.natural_end(self.loaded.eos_token_ids)
-                if reason is not None:
-                    self._finish(seq, reason, "")
+                self._fail(out.seq, out.error)
+            elif out.token_id is not None:  # None: a prefill chunk before the last
+                self._emit(out.seq, out.token_id, out.keep_set)
 
-    def _first_token(self, seq: Sequence, keep_set: KeepSet | None) -> None:
-        seq.prefill_end_s = self._clock.now()
-        if keep_set is not None:
-            seq.mailbox.put(keep_set)  # before the first token, as the device expects
-        self.metrics.observe_first_token(
-            ttft_s=seq.prefill_end_s - seq.arrival_s, queue_s=seq.queue_s, prefill_s=seq.prefill_s
-        )
+    def _emit(self, seq: Sequence, token_id: int, keep_set: KeepSet | None) -> None:
+        if seq.num_tokens == 0:  # the first token: the prefill is done
+            seq.prefill_end_s = self._clock.now()
+            if keep_set is not None:
+                seq.mailbox.put(keep_set)  # before the first token, as the device expects
+            self.metrics.observe_first_token(
+                ttft_s=seq.prefill_end_s - seq.arrival_s,
+                queue_s=seq.queue_s,
+                prefill_s=seq.prefill_s,
+            )
+        seq.mailbox.put(seq.append_token(token_id))
+        reason = seq.natural_end(self.loaded.eos_token_ids)
+        if reason is not None:
+            self._finish(seq, reason, "")
+
+    def _fail(self, seq: Sequence, err: Exception) -> None:
+        log.error("request %s failed", seq.request_id, exc_info=err)
+        self._finish(seq, EndReason.ERROR, f"cloud model error: {type(err).__name__}: {err}")
 
     def _finish(self, seq: Sequence, reason: EndReason, message: str) -> None:
         """The one place a request ends: slot, KV, its ``End`` event and the metrics."""
