@@ -65,10 +65,6 @@ class Sequence:
         return len(self.prompt_ids)
 
     @property
-    def is_prefilled(self) -> bool:
-        return self.num_prefilled >= self.num_prompt_tokens
-
-    @property
     def needs_whole_prompt(self) -> bool:
         """Refinement scores the whole prompt's attention in one forward: no chunks."""
         return self.request.refine_ratio > 0
