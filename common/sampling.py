@@ -33,9 +33,10 @@ def sampling_probs(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor
     """The distribution a non-greedy draw uses: temperature, then top-k, then top-p. [vocab]
     float64, summing to 1; zero for every token top-k or top-p removes."""
     logits = logits.double()
-    if not bool(torch.isfinite(logits).all()):
-        raise ValueError("the model produced non-finite logits; cannot sample")
-    scores = (logits - logits.max()) / params.temperature  # <= 0, the best is exactly 0
+    best = logits.max()  # -inf entries are masked tokens; NaN or +inf is a broken model
+    if bool(torch.isnan(logits).any()) or not bool(torch.isfinite(best)):
+        raise ValueError("the logits hold NaN, +inf or no finite value; cannot sample")
+    scores = (logits - best) / params.temperature  # <= 0, the best is exactly 0
     if 0 < params.top_k < scores.numel():
         kth = torch.topk(scores, params.top_k).values[-1]
         scores = scores.masked_fill(scores < kth, float("-inf"))

@@ -54,6 +54,10 @@ def test_a_seeded_draw_depends_only_on_seed_index_and_logits():
     ]
 
 
-def test_non_finite_logits_raise_instead_of_drawing_garbage():
-    with pytest.raises(ValueError, match="non-finite"):
-        sample_token(torch.tensor([0.0, float("nan")]), SamplingParams(temperature=1.0), 0)
+def test_masked_tokens_are_never_drawn_and_broken_logits_raise():
+    hot = SamplingParams(temperature=10.0, seed=8)
+    masked = torch.tensor([0.0, float("-inf"), 1.0, float("-inf")])  # another engine's mask
+    assert {sample_token(masked, hot, i) for i in range(100)} == {0, 2}
+    for broken in ([0.0, float("nan")], [0.0, float("inf")], [float("-inf")] * 2):
+        with pytest.raises(ValueError, match="cannot sample"):
+            sample_token(torch.tensor(broken), hot, 0)
