@@ -55,6 +55,7 @@ class AnswerRun:
         self.matcher = StopMatcher(stops)
         self.prompt_tokens = 0
         self.completion_tokens = 0
+        self.cached_tokens = 0
         self.finish_reason = "length"
 
     async def pieces(self) -> AsyncIterator[str]:
@@ -80,6 +81,7 @@ class AnswerRun:
         if end.reason is EndReason.ERROR:
             raise PDError(end.message or "the cloud ended the answer with an error")
         self.prompt_tokens = end.usage.prompt_tokens
+        self.cached_tokens = end.usage.cached_tokens
         self.finish_reason = "stop" if end.reason is EndReason.EOS else "length"
 
 
@@ -125,7 +127,7 @@ async def answer_json(run: AnswerRun, rid: str, model: str, is_chat: bool) -> di
         is_chat,
         is_chunk=False,
         choices=[choice(is_chat, text, run.finish_reason, is_delta=False)],
-        usage=usage_body(run.prompt_tokens, run.completion_tokens),
+        usage=usage_body(run.prompt_tokens, run.completion_tokens, run.cached_tokens),
     )
 
 
@@ -143,7 +145,10 @@ async def answer_sse(
             yield chunk(choices=[choice(is_chat, text, None, is_delta=True)])
         yield chunk(choices=[choice(is_chat, None, run.finish_reason, is_delta=True)])
         if include_usage:
-            yield chunk(choices=[], usage=usage_body(run.prompt_tokens, run.completion_tokens))
+            yield chunk(
+                choices=[],
+                usage=usage_body(run.prompt_tokens, run.completion_tokens, run.cached_tokens),
+            )
     except PDError as err:
         yield f"data: {json.dumps(error_body(err))}\n\n"
     finally:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+import openai
 import torch
+from cloud_clients import end_of, grpc_events
 
 from cloud_server.config import EngineConfig
 from cloud_server.engine import Engine
@@ -72,3 +74,20 @@ def test_a_repeated_prefix_prefills_only_the_new_part(loaded_model):
     assert warm.metrics.cached_tokens._value.get() == len(history)
     again, end = run(warm, follow_up)  # the whole prompt again: only its last token runs
     assert again == tokens and end.usage.cached_tokens == len(follow_up) - 1
+
+
+def test_cached_tokens_reach_the_openai_usage_and_the_grpc_end(cloud_server):
+    client = openai.OpenAI(base_url=cloud_server.http_url + "/v1", api_key="none", max_retries=0)
+    model = client.models.list().data[0].id
+    messages = [{"role": "user", "content": "Name three uses of a prefix cache, tersely."}]
+    args = {"model": model, "messages": messages, "max_tokens": 3, "temperature": 0}
+    client.chat.completions.create(**args)
+    again = client.chat.completions.create(**args).usage
+    assert again.prompt_tokens_details.cached_tokens == again.prompt_tokens - 1
+    chunks = list(
+        client.chat.completions.create(**args, stream=True, stream_options={"include_usage": True})
+    )
+    assert chunks[-1].usage.prompt_tokens_details.cached_tokens == again.prompt_tokens - 1
+    request = GenerateRequest(messages=messages, max_tokens=2, cloud_tokens=1)
+    end = end_of(grpc_events(cloud_server.grpc_target, request))
+    assert end.usage.cached_tokens == end.usage.prompt_tokens - 1
