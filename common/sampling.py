@@ -43,10 +43,22 @@ def sampling_probs(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor
     probs = torch.exp(scores)  # the best is 1, so the sum is >= 1
     probs /= probs.sum()
     if params.top_p < 1.0:
-        sorted_probs, order = torch.sort(probs, descending=True)
-        mass_before = torch.cumsum(sorted_probs, dim=0) - sorted_probs  # of the better tokens
-        drop = mass_before >= params.top_p
-        drop[0] = False  # the best token always stays, however small top_p is
-        probs[order[drop]] = 0.0
-        probs /= probs.sum()
+        probs = _top_p(probs, params.top_p)
     return probs
+
+
+def _top_p(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Keep the best tokens until the ones before reach ``top_p`` of the mass (the best always).
+
+    Sorting the whole vocabulary costs 10-25 ms here; the best 256 usually reach ``top_p``, and
+    then every other token is dropped anyway (the mass before it is at least theirs).
+    """
+    for k in (min(256, probs.numel()), probs.numel()):
+        best, order = torch.topk(probs, k)  # [k], descending
+        cum = torch.cumsum(best, dim=0)
+        if float(cum[-1]) >= top_p or k == probs.numel():
+            break
+    keep = order[cum - best < top_p]  # the mass of the better tokens; 0 < top_p for the best
+    kept = torch.zeros_like(probs)
+    kept[keep] = probs[keep]
+    return kept / kept.sum()
