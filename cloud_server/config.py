@@ -1,30 +1,54 @@
 """Cloud configuration: one frozen dataclass per component, passed down whole.
 
 ``pdd serve`` flags, ``python -m cloud_server`` and tests all build a ``ServerConfig``; nothing
-reads environment variables here.
+reads environment variables here. A field declared with ``knob(default, help)`` is also a
+``pdd serve`` option (``common.cli_options``): a new knob costs this one edit.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from common.cli_options import knob, nested
+from common.defaults import DEFAULT_MODEL
+
+
+def _zero_is_none(value: int) -> int | None:
+    return value or None
+
+
+def _mib_to_bytes(mib: int) -> int:
+    return mib << 20
+
 
 @dataclass(frozen=True)
 class EngineConfig:
     """What the engine admits and how it reports overload."""
 
-    max_concurrent_requests: int = 4  # requests holding a slot (prefill or decode) at once
-    max_queue: int = 0  # requests waiting for a slot; 0 rejects at once when all slots are busy
-    max_prompt_tokens: int | None = None  # None: the model's context length minus one
+    max_concurrent_requests: int = knob(
+        4, "requests served at once (prefill or decode); more are rejected", flag="--max-concurrent"
+    )
+    max_queue: int = knob(0, "requests that may wait for a slot; 0 rejects at once")
+    max_prompt_tokens: int | None = knob(
+        None, "longest prompt accepted; 0: the model's context", cli_default=0, parse=_zero_is_none
+    )
     retry_after_s: float = 1.0  # hint sent with an overload rejection (HTTP Retry-After)
     num_recent_ids: int = 1024  # finished request ids remembered, so a late handoff is not a 404
     # Chunked prefill: while requests are decoding, at most this many prompt tokens are
     # prefilled between two decode rounds, so a long prompt pauses the others' streams for one
     # chunk, not its whole prefill. 0: whole prompts, prefill first.
-    prefill_chunk_tokens: int = 512
+    prefill_chunk_tokens: int = knob(
+        512, "prompt tokens prefilled between two decode rounds; 0: whole prompts first"
+    )
     # Prefix cache: the KV of recent prompts, up to this many bytes (least recently used
     # evicted); a prompt that starts like a cached one prefills only the rest. 0: off.
-    prefix_cache_bytes: int = 256 << 20
+    prefix_cache_bytes: int = knob(
+        256 << 20,
+        "MiB of recent prompts' KV kept to skip a repeated prefix; 0: off",
+        flag="--prefix-cache-mb",
+        cli_default=256,
+        parse=_mib_to_bytes,
+    )
 
     def __post_init__(self) -> None:
         if self.max_concurrent_requests < 1:
@@ -55,15 +79,19 @@ class SecurityConfig:
 class ServerConfig:
     """One cloud process: HTTP and gRPC over one engine."""
 
-    host: str = "127.0.0.1"
-    port: int = 8000
-    grpc_port: int | None = 50051  # None: no gRPC listener
-    model: str = "smollm2-135m"
-    threads: int | None = None  # torch intra-op threads; None keeps torch's default
-    device: str = "auto"  # auto | npu | cuda | cpu | a torch device string
-    dtype: str = "float32"
-    log_level: str = "info"
+    host: str = knob("127.0.0.1", "address to listen on")
+    port: int = knob(8000, "HTTP port")
+    grpc_port: int | None = knob(50051, "gRPC port; 0 disables gRPC", parse=_zero_is_none)
+    model: str = knob(DEFAULT_MODEL, "model alias or local transformers folder")
+    threads: int | None = knob(
+        None, "torch threads; 0 keeps torch's default", cli_default=0, parse=_zero_is_none
+    )
+    device: str = knob("auto", "auto | npu | cuda | cpu (or a torch device string)")
+    dtype: str = knob("float32", "float32 | bfloat16 | float16")
+    log_level: str = knob("info", "debug | info | warning | error")
     shutdown_grace_s: float = 5.0
-    engine: EngineConfig = field(default_factory=EngineConfig)
-    security: SecurityConfig = field(default_factory=SecurityConfig)
-    settings_path: str | None = None  # SplitSettings JSON served at GET /v1/pd/settings
+    engine: EngineConfig = nested(EngineConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)  # keys are read at start
+    settings_path: str | None = knob(
+        None, "SplitSettings JSON, served at GET /v1/pd/settings", flag="--settings"
+    )
