@@ -20,6 +20,7 @@ from common.model import LoadedModel
 from common.sampling import sample_token
 
 from .decode_batch import DecodeBatch, kv_of, set_kv
+from .logprobs import prompt_logprobs, token_logprob
 from .prefix_cache import PrefixCache
 from .refine import Refiner
 from .sequence import Sequence
@@ -80,6 +81,10 @@ class ModelRunner:
             return SeqOutput(seq)
         if self.prefix_cache is not None:
             self.prefix_cache.insert(seq.prompt_ids, kv_of(cache))
+        if seq.request.prompt_logprobs is not None:
+            seq.prompt_logprobs = prompt_logprobs(
+                model, seq.prompt_ids, seq.request.prompt_logprobs
+            )
         return _sampled(seq, logits, keep_set)
 
     def decode(self, seqs: list[Sequence]) -> list[SeqOutput]:
@@ -111,6 +116,8 @@ def _sampled(seq: Sequence, logits, keep_set: KeepSet | None = None) -> SeqOutpu
     """The next token of ``seq``; a sampling failure is this sequence's error, nobody else's."""
     try:
         token_id = sample_token(logits, seq.request.sampling, index=seq.num_tokens)
+        if seq.request.logprobs is not None:  # rides on the token's event (``append_token``)
+            seq.next_logprob = token_logprob(logits, token_id, seq.request.logprobs)
     except Exception as err:
         return SeqOutput(seq, error=err)
     return SeqOutput(seq, token_id=token_id, keep_set=keep_set)
