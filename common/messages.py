@@ -114,6 +114,9 @@ class Usage(_Msg):
     queue_s: float = 0.0
     prefill_s: float = 0.0
     busy_s: float = Field(0.0, description="time the request held an engine slot")
+    cached_tokens: int = Field(
+        0, description="prompt tokens whose KV came from the cloud's prefix cache (not prefilled)"
+    )
 
 
 class KeepSet(_Msg):

@@ -162,5 +162,6 @@ def event_from_proto(msg: pb.CloudMessage) -> Event:
         queue_s=u.queue_s,
         prefill_s=u.prefill_s,
         busy_s=u.busy_s,
+        cached_tokens=u.cached_tokens,
     )
     return End(reason=EndReason(msg.end.reason), usage=usage, message=msg.end.message)
