@@ -106,6 +106,7 @@ class ScriptedSession:
         self._num_started = self._num_done = 0
         self._updated_at: float | None = None
         self.absorbed = 0
+        self.num_cached = 0  # no session cache: every prompt token is prefilled
         self.decode_s: list[float] = []
 
     @property
