@@ -10,7 +10,7 @@ import os
 import typer
 from pydantic import ValidationError
 
-from .config import EngineConfig, SecurityConfig, ServerConfig
+from .config import EngineConfig, SecurityConfig, ServerConfig, VllmOptions
 
 API_KEYS_ENV = "PDD_API_KEYS"
 
@@ -66,9 +66,20 @@ def serve(
         None, help=f"bearer keys, one per line ('#' comments); also env {API_KEYS_ENV}"
     ),
     max_body_bytes: int = typer.Option(1 << 20, help="larger request bodies get HTTP 413"),
+    engine: str = typer.Option("builtin", help="builtin | vllm (needs the vllm extra)"),
+    vllm_kv_cache_gib: int = typer.Option(1, min=0, help="vllm on CPU: KV cache GiB; 0: vLLM's"),
+    vllm_gpu_memory_utilization: float = typer.Option(
+        0.9, min=0.05, max=1.0, help="vllm on CUDA / Ascend: share of device memory it may use"
+    ),
+    vllm_max_model_len: int = typer.Option(0, min=0, help="vllm: context length; 0: the model's"),
+    vllm_enforce_eager: bool = typer.Option(
+        False, help="vllm: no torch.compile (faster start, slower steps)"
+    ),
 ) -> None:
     """Serve the cloud half of P/D-Device: prefill, first token and N cloud tokens."""
     check_settings(settings)
+    if engine not in ("builtin", "vllm"):
+        raise typer.BadParameter(f"--engine {engine!r}: choose builtin or vllm")
     config = ServerConfig(
         host=host,
         port=port,
@@ -83,6 +94,13 @@ def serve(
             max_queue=max_queue,
             max_prompt_tokens=max_prompt_tokens or None,
             prefill_chunk_tokens=prefill_chunk_tokens,
+        ),
+        engine_kind=engine,
+        vllm=VllmOptions(
+            kv_cache_gib=vllm_kv_cache_gib,
+            gpu_memory_utilization=vllm_gpu_memory_utilization,
+            max_model_len=vllm_max_model_len or None,
+            enforce_eager=vllm_enforce_eager,
         ),
         security=security_config(api_key_file, max_body_bytes),
         settings_path=settings,

@@ -35,6 +35,18 @@ class EngineConfig:
 
 
 @dataclass(frozen=True)
+class VllmOptions:
+    """``--engine vllm`` only: vLLM's own knobs. Admission and limits stay in ``EngineConfig``;
+    dtype, threads and log level come from ``ServerConfig``."""
+
+    kv_cache_gib: int = 1  # CPU KV cache (VLLM_CPU_KVCACHE_SPACE); 0: vLLM's default
+    gpu_memory_utilization: float = 0.9  # CUDA / Ascend: share of device memory vLLM may use
+    max_model_len: int | None = None  # None: the model's context length
+    enable_prefix_caching: bool = True
+    enforce_eager: bool = False  # True: no torch.compile (faster start, slower steps)
+
+
+@dataclass(frozen=True)
 class SecurityConfig:
     """API keys and request limits; shared by ``pdd serve`` and ``pdd gateway``."""
 
@@ -60,5 +72,7 @@ class ServerConfig:
     log_level: str = "info"
     shutdown_grace_s: float = 5.0
     engine: EngineConfig = field(default_factory=EngineConfig)
+    engine_kind: str = "builtin"  # builtin | vllm (cloud_server.server.ENGINES)
+    vllm: VllmOptions = field(default_factory=VllmOptions)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     settings_path: str | None = None  # SplitSettings JSON served at GET /v1/pd/settings

@@ -35,7 +35,7 @@ class _HttpServer(uvicorn.Server):
         yield
 
 
-def build_engine(config: ServerConfig) -> Engine:
+def build_builtin_engine(config: ServerConfig) -> Engine:
     set_threads(config.threads)
     loaded = load_model(config.model, select_platform(config.device), config.dtype)
     log.info(
@@ -45,6 +45,24 @@ def build_engine(config: ServerConfig) -> Engine:
         loaded.fingerprint,
     )
     return Engine(loaded, config.engine)
+
+
+def build_vllm_engine(config: ServerConfig):
+    try:
+        from .vllm_engine import build_vllm_engine as build
+    except ImportError as err:
+        raise SystemExit(
+            f"--engine vllm needs vLLM ({err}); install the extra: pip install -e '.[vllm]'"
+        ) from None
+    return build(config)
+
+
+ENGINES = {"builtin": build_builtin_engine, "vllm": build_vllm_engine}
+
+
+def build_engine(config: ServerConfig):
+    """The engine ``config.engine_kind`` names (the front ends see one interface)."""
+    return ENGINES[config.engine_kind](config)
 
 
 async def serve(config: ServerConfig) -> None:
