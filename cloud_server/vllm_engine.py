@@ -140,8 +140,12 @@ class VllmEngine:
     def stop(self, timeout_s: float = 10.0) -> None:
         """``close()`` and shut vLLM's engine process down."""
         self.close()
-        if self._llm is not None:
-            self._llm.shutdown(timeout=timeout_s)
+        if self._llm is None:
+            return
+        handler = self._llm.output_handler
+        if handler is not None and self._loop is not None:  # else it logs the dying engine
+            self._loop.call_soon_threadsafe(handler.cancel)
+        self._llm.shutdown(timeout=timeout_s)
 
     @property
     def num_active(self) -> int:
@@ -215,9 +219,10 @@ class VllmEngine:
         try:
             if seq.request.refine_ratio > 0:
                 seq.mailbox.put(KeepSet(is_available=False, reason=NO_SCORES))
-            outputs = self._llm.generate(
-                {"prompt_token_ids": seq.prompt_ids}, self._params_for(seq), running.engine_id
-            )
+            from vllm.inputs.engine import tokens_input
+
+            prompt = tokens_input(seq.prompt_ids)
+            outputs = self._llm.generate(prompt, self._params_for(seq), running.engine_id)
             async for out in outputs:
                 self._take(seq, out)
             reason = seq.natural_end(self.loaded.eos_token_ids) or EndReason.BUDGET
