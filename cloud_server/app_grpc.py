@@ -22,7 +22,7 @@ from common.proto import pd_pb2 as pb
 from common.wire import event_to_proto, request_from_proto
 
 from .config import SecurityConfig
-from .engine import Engine
+from .engine_api import CloudEngine
 from .security import check_bearer
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ def authorization_of(context: grpc.aio.ServicerContext) -> str | None:
 
 
 class PDServicer:
-    def __init__(self, engine: Engine, security: SecurityConfig) -> None:
+    def __init__(self, engine: CloudEngine, security: SecurityConfig) -> None:
         self.engine = engine
         self.security = security
 
@@ -82,7 +82,6 @@ class PDServicer:
             check_bearer(self.security.api_keys, authorization_of(context))
             stream = self.engine.submit(await read_request(messages))
         except PDError as err:
-            self.engine.metrics.count_rejected(err.code)
             await abort_with(context, err)
             return
         reader = asyncio.create_task(self._read_handoffs(messages, stream.request_id))
@@ -108,7 +107,7 @@ class PDServicer:
 
 
 def create_grpc_server(
-    engine: Engine, address: str, security: SecurityConfig | None = None
+    engine: CloudEngine, address: str, security: SecurityConfig | None = None
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
     """A grpc.aio server (not started) bound to ``address``, with PDService and health (open)."""
     security = security or SecurityConfig()

@@ -23,7 +23,7 @@ from common.settings import SplitSettings
 from common.wire import validation_message
 
 from .config import SecurityConfig
-from .engine import Engine, RequestStream
+from .engine_api import CloudEngine, RequestStream
 from .http_errors import error_response
 from .openai_api import add_openai_routes
 from .security import SecurityMiddleware
@@ -51,7 +51,7 @@ async def sse_events(stream: RequestStream) -> AsyncIterator[dict]:
 
 
 def create_http_app(
-    engine: Engine,
+    engine: CloudEngine,
     security: SecurityConfig | None = None,
     settings: SplitSettings | None = None,
 ) -> FastAPI:
@@ -62,11 +62,7 @@ def create_http_app(
 
     @app.post("/v1/pd/generate")
     async def generate(request: Request) -> EventSourceResponse:
-        try:
-            stream = engine.submit(parse_body(GenerateRequest, await request.body()))
-        except PDError as err:
-            engine.metrics.count_rejected(err.code)
-            raise
+        stream = engine.submit(parse_body(GenerateRequest, await request.body()))
         return EventSourceResponse(sse_events(stream))
 
     @app.post("/v1/pd/requests/{request_id}/handoff")
@@ -83,12 +79,12 @@ def create_http_app(
 
     @app.get("/health")
     async def health() -> dict:
-        loaded = engine.loaded
+        model = engine.model
         return {
             "status": "ok",
-            "model": loaded.name,
-            "fingerprint": loaded.fingerprint,
-            "platform": loaded.platform.name,
+            "model": model.name,
+            "fingerprint": model.fingerprint,
+            "platform": model.platform.name,
             "active_requests": engine.num_active,
             "max_concurrent_requests": engine.config.max_concurrent_requests,
         }

@@ -1,8 +1,9 @@
 """The cloud engine: one worker thread owns the model; each step is schedule -> run -> postprocess.
 
-Handlers call ``submit`` (validates and admits at once, or raises a typed error) and then only await
-the returned ``RequestStream``; ``handoff`` and ``cancel`` ask a request to stop, which the worker
-honours at its next step, so the cloud stops within one decode step.
+Implements ``engine_api.CloudEngine``. Handlers call ``submit`` (validates and admits at once, or
+raises a typed error) and then only await the returned stream; ``handoff`` and the stream's
+``cancel`` ask a request to stop, which the worker honours at its next step, so the cloud stops
+within one decode step.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import AsyncIterator
 
 from common.clock import Clock, MonotonicClock
 from common.detokenize import Detokenizer
-from common.errors import CloudUnavailable, InvalidRequest, UnknownRequest
+from common.errors import CloudUnavailable, InvalidRequest, PDError, UnknownRequest
 from common.messages import End, EndReason, GenerateRequest, Usage
 from common.model import LoadedModel
 
@@ -23,14 +24,14 @@ from .config import EngineConfig
 from .metrics import Metrics
 from .model_runner import ModelRunner
 from .scheduler import Scheduler, StepKind
-from .sequence import Event, Mailbox, Sequence
+from .sequence import Event, Mailbox, RequestKey, Sequence
 from .validation import check_request, max_new_tokens_for, prompt_ids_for
 
 log = logging.getLogger(__name__)
 
 
-class RequestStream:
-    """One admitted request's events, ending with ``End``. ``cancel()`` on disconnect."""
+class SequenceStream:
+    """One admitted request's events, ending with ``End`` (the ``engine_api.RequestStream``)."""
 
     def __init__(self, engine: Engine, seq: Sequence) -> None:
         self._engine = engine
@@ -58,6 +59,10 @@ class RequestStream:
 
 
 class Engine:
+    """The builtin engine (transformers): implements ``engine_api.CloudEngine``."""
+
+    can_score_prompts = True  # refinement's attention capture runs in its prefill
+
     def __init__(
         self,
         loaded: LoadedModel,
@@ -73,7 +78,7 @@ class Engine:
         self.scheduler = Scheduler(self.config)
         self._clock = clock or MonotonicClock()
         self._cond = threading.Condition()
-        self._recent_ids: OrderedDict[str, None] = OrderedDict()
+        self._recent: OrderedDict[RequestKey, None] = OrderedDict()  # ended, for late handoffs
         self._is_closed = False
         self._thread: threading.Thread | None = None
 
@@ -102,22 +107,33 @@ class Engine:
             self._thread.join(timeout_s)
 
     @property
+    def model(self) -> LoadedModel:
+        return self.loaded
+
+    @property
     def num_active(self) -> int:
         with self._cond:
             return self.scheduler.num_active
 
     # ---- requests (called from the event loop thread) --------------------------------------
 
-    def submit(self, request: GenerateRequest) -> RequestStream:
-        """Validate and admit ``request`` at once, or raise a ``PDError`` saying why not.
+    def submit(self, request: GenerateRequest, owner: str = "") -> SequenceStream:
+        """Validate and admit ``request`` at once, or raise a ``PDError`` saying why not (counted
+        in ``metrics.rejected``). Call from the event loop that will consume the stream."""
+        try:
+            seq = self._admit(request, owner)
+        except PDError as err:
+            self.metrics.count_rejected(err.code)
+            raise
+        return SequenceStream(self, seq)
 
-        Must be called from the event loop that will consume the returned stream.
-        """
+    def _admit(self, request: GenerateRequest, owner: str) -> Sequence:
         loop = asyncio.get_running_loop()
         prompt_ids = prompt_ids_for(request, self.loaded)
         check_request(request, prompt_ids, self.loaded, self.config)
         seq = Sequence(
             request=request,
+            owner=owner,
             prompt_ids=prompt_ids,
             max_new_tokens=max_new_tokens_for(request),
             mailbox=Mailbox(loop),
@@ -127,43 +143,35 @@ class Engine:
         with self._cond:
             if self._is_closed:
                 raise CloudUnavailable("the cloud server is shutting down; finish on the device")
-            if self.scheduler.find(request.request_id) is not None:
+            if self.scheduler.find(seq.key) is not None:
                 raise InvalidRequest(
                     f"request_id {request.request_id!r} is already in use; send a fresh id"
                 )
             self.scheduler.add(seq, seq.arrival_s)
             self.metrics.active.set(self.scheduler.num_active)
             self._cond.notify()
-        return RequestStream(self, seq)
+        return seq
 
-    def handoff(self, request_id: str, at_index: int) -> str:
+    def handoff(self, request_id: str, at_index: int, owner: str = "") -> str:
         """The device shows tokens from ``at_index`` on: stop decoding this request.
 
         Returns "stopping", or "finished" for a request that already ended (a late handoff is
-        normal: the cloud may hit its budget while the handoff is on the wire).
+        normal: the cloud may hit its budget while the handoff is on the wire). Another owner's
+        request is answered exactly like an unknown id.
         """
-        message = f"device took over at index {at_index}"
+        key = (owner, request_id)
         with self._cond:
-            seq = self.scheduler.find(request_id)
+            seq = self.scheduler.find(key)
             if seq is None:
-                if request_id in self._recent_ids:
+                if key in self._recent:
                     return "finished"
                 raise UnknownRequest(
                     f"no request with id {request_id!r} is running on this server; "
                     "send the handoff to the server that streams the request"
                 )
-            seq.request_stop(EndReason.HANDOFF, message)
+            seq.request_stop(EndReason.HANDOFF, f"device took over at index {at_index}")
             self._cond.notify()
         return "stopping"
-
-    def cancel(self, request_id: str, message: str = "cancelled by the client") -> bool:
-        """Stop a request by id; False when it is not running (already ended or never existed)."""
-        with self._cond:
-            seq = self.scheduler.find(request_id)
-        if seq is None:
-            return False
-        self.stop_sequence(seq, EndReason.CANCELLED, message)
-        return True
 
     def stop_sequence(self, seq: Sequence, reason: EndReason, message: str) -> None:
         with self._cond:
@@ -238,7 +246,7 @@ class Engine:
         now = self._clock.now()
         with self._cond:
             self.scheduler.finish(seq)
-            self._remember(seq.request_id)
+            self._remember(seq.key)
             self.metrics.active.set(self.scheduler.num_active)
         self.runner.release(seq)
         busy_s = now - seq.admitted_s if seq.admitted_s is not None else 0.0
@@ -252,10 +260,10 @@ class Engine:
         seq.mailbox.put(End(reason=reason, usage=usage, message=message))
         self.metrics.observe_end(reason.value, seq.num_tokens, busy_s)
 
-    def _remember(self, request_id: str) -> None:
-        self._recent_ids[request_id] = None
-        while len(self._recent_ids) > self.config.num_recent_ids:
-            self._recent_ids.popitem(last=False)
+    def _remember(self, key: RequestKey) -> None:
+        self._recent[key] = None
+        while len(self._recent) > self.config.num_recent_ids:
+            self._recent.popitem(last=False)
 
     def _active(self) -> list[Sequence]:
         s = self.scheduler

@@ -30,7 +30,7 @@ from common.messages import (
 )
 from common.wire import validation_message
 
-from .engine import Engine, RequestStream
+from .engine_api import CloudEngine, RequestStream
 from .http_errors import error_body
 from .openai_schema import (
     DEFAULT_CHAT_MAX_TOKENS,
@@ -151,8 +151,8 @@ async def answer_sse(
     yield "data: [DONE]\n\n"
 
 
-def add_openai_routes(app: FastAPI, engine: Engine) -> None:
-    model_name = engine.loaded.name
+def add_openai_routes(app: FastAPI, engine: CloudEngine) -> None:
+    model_name = engine.model.name
 
     async def serve(raw: bytes, kind: type[CompletionRequest] | type[ChatRequest]):
         req = parse(kind, raw)
@@ -160,11 +160,7 @@ def add_openai_routes(app: FastAPI, engine: Engine) -> None:
             raise ModelNotFound(f"model {req.model!r} is not served here; GET /v1/models lists it")
         is_chat = kind is ChatRequest
         rid = new_id("chatcmpl" if is_chat else "cmpl")
-        try:
-            stream = engine.submit(to_generate_request(req, rid))
-        except PDError as err:
-            engine.metrics.count_rejected(err.code)
-            raise
+        stream = engine.submit(to_generate_request(req, rid))
         run = AnswerRun(stream, req.stops)
         if not req.stream:
             return await answer_json(run, rid, model_name, is_chat)

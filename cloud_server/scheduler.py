@@ -18,7 +18,7 @@ from enum import Enum
 from common.errors import Overloaded
 
 from .config import EngineConfig
-from .sequence import Sequence, SequenceStatus
+from .sequence import RequestKey, Sequence, SequenceStatus
 
 
 class StepKind(str, Enum):
@@ -41,26 +41,26 @@ class Scheduler:
         self.queued: deque[Sequence] = deque()  # no slot yet
         self.waiting: deque[Sequence] = deque()  # slot held, prefill pending
         self.running: list[Sequence] = []  # slot held, decoding
-        self._by_id: dict[str, Sequence] = {}
+        self._by_key: dict[RequestKey, Sequence] = {}
         self._prefilled_since_decode = 0  # prompt tokens scheduled since the last decode round
 
     @property
     def num_active(self) -> int:
-        return len(self._by_id)
+        return len(self._by_key)
 
     @property
     def num_slots_used(self) -> int:
         return len(self.waiting) + len(self.running)
 
-    def find(self, request_id: str) -> Sequence | None:
-        return self._by_id.get(request_id)
+    def find(self, key: RequestKey) -> Sequence | None:
+        return self._by_key.get(key)
 
     def has_work(self) -> bool:
-        return bool(self._by_id)
+        return bool(self._by_key)
 
     def add(self, seq: Sequence, now: float) -> None:
         """Admit ``seq`` or raise ``Overloaded`` at once; never queue past ``max_queue``."""
-        assert seq.request_id not in self._by_id, "caller checks for duplicate ids"
+        assert seq.key not in self._by_key, "caller checks for duplicate ids"
         if self.num_slots_used < self.config.max_concurrent_requests and not self.queued:
             self._admit(seq, now)
         elif len(self.queued) < self.config.max_queue:
@@ -71,7 +71,7 @@ class Scheduler:
                 f"retry after {self.config.retry_after_s:g} s or run the answer on the device",
                 retry_after_s=self.config.retry_after_s,
             )
-        self._by_id[seq.request_id] = seq
+        self._by_key[seq.key] = seq
 
     def schedule(self, now: float) -> Step:
         stopped = self._take_stopped()
@@ -109,7 +109,7 @@ class Scheduler:
 
     def finish(self, seq: Sequence) -> None:
         """Release ``seq``'s slot (idempotent)."""
-        if self._by_id.pop(seq.request_id, None) is None:
+        if self._by_key.pop(seq.key, None) is None:
             return
         for queue in (self.queued, self.waiting):
             if seq in queue:
@@ -124,7 +124,7 @@ class Scheduler:
         self.waiting.append(seq)
 
     def _take_stopped(self) -> list[Sequence]:
-        stopped = [s for s in self._by_id.values() if s.stop_reason is not None]
+        stopped = [s for s in self._by_key.values() if s.stop_reason is not None]
         for seq in stopped:
             self.finish(seq)
         return stopped

@@ -9,9 +9,11 @@ from enum import Enum, auto
 from typing import Any
 
 from common.detokenize import Detokenizer
-from common.messages import End, EndReason, FirstToken, GenerateRequest, KeepSet, Token
+from common.messages import EndReason, FirstToken, GenerateRequest, Token
 
-Event = KeepSet | FirstToken | Token | End
+from .engine_api import Event
+
+RequestKey = tuple[str, str]  # (owner, request_id): requests of two owners never collide
 
 
 class Mailbox:
@@ -47,6 +49,7 @@ class Sequence:
     mailbox: Mailbox
     detokenizer: Detokenizer
     arrival_s: float
+    owner: str = ""  # opaque, from the front end; see ``engine_api``
     status: SequenceStatus = SequenceStatus.QUEUED
     token_ids: list[int] = field(default_factory=list)
     admitted_s: float | None = None
@@ -60,6 +63,10 @@ class Sequence:
     @property
     def request_id(self) -> str:
         return self.request.request_id
+
+    @property
+    def key(self) -> RequestKey:
+        return (self.owner, self.request.request_id)
 
     @property
     def num_prompt_tokens(self) -> int:

@@ -26,12 +26,6 @@ class Platform:
         elif self.name == "npu":
             torch.npu.synchronize(self.device)  # type: ignore[attr-defined]
 
-    def empty_cache(self) -> None:
-        if self.name == "cuda":
-            torch.cuda.empty_cache()
-        elif self.name == "npu":
-            torch.npu.empty_cache()  # type: ignore[attr-defined]
-
 
 def _npu_available() -> bool:
     # torch-npu breaks a plain CPU install on import; only look when it is installed at all.

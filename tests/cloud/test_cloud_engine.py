@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from cloud_server.config import EngineConfig
-from cloud_server.engine import Engine, RequestStream
+from cloud_server.engine import Engine
+from cloud_server.engine_api import CloudEngine, RequestStream
 from cloud_server.model_runner import ModelRunner
 from common.errors import (
     CloudUnavailable,
@@ -207,3 +208,45 @@ def test_overload_duplicate_id_and_shutdown_are_refused(loaded_model):
     events = asyncio.run(body())
     assert [type(e) for e in events] == [End]
     assert events[0].reason is EndReason.ERROR and "shutting down" in events[0].message
+
+
+def test_requests_are_keyed_by_owner_and_id(engine):
+    """The same id from two owners is two requests; another owner's handoff is an unknown id."""
+
+    async def body() -> tuple[list, list]:
+        a = engine.submit(make_request(request_id="same", max_tokens=4, cloud_tokens=3), "alice")
+        b = engine.submit(make_request(request_id="same", max_tokens=4, cloud_tokens=3), "bob")
+        assert isinstance(a, RequestStream) and engine.num_active == 2
+        engine.step()  # alice's prefill
+        with pytest.raises(UnknownRequest) as foreign:
+            engine.handoff("same", at_index=1, owner="mallory")
+        with pytest.raises(UnknownRequest) as unknown:
+            engine.handoff("never-sent", at_index=1, owner="mallory")
+        assert str(foreign.value) == str(unknown.value).replace("never-sent", "same")
+        assert engine.handoff("same", at_index=1, owner="alice") == "stopping"
+        drive(engine)
+        with pytest.raises(UnknownRequest):  # not even "finished" leaks to another owner
+            engine.handoff("same", at_index=1, owner="mallory")
+        assert engine.handoff("same", at_index=1, owner="alice") == "finished"
+        return await collect(a), await collect(b)
+
+    events_a, events_b = asyncio.run(body())
+    assert events_a[-1].reason is EndReason.HANDOFF
+    assert events_b[-1].reason is EndReason.BUDGET and len(token_ids(events_b)) == 4
+
+
+def test_the_engine_counts_each_refusal_once(loaded_model):
+    engine = Engine(loaded_model, EngineConfig(max_concurrent_requests=1))
+    assert isinstance(engine, CloudEngine) and engine.can_score_prompts
+
+    def rejected(code: str) -> float:
+        return engine.metrics.rejected.labels(reason=code)._value.get()
+
+    async def body() -> None:
+        engine.submit(make_request())
+        for request in (make_request(), make_request(fingerprint="other")):
+            with pytest.raises((Overloaded, FingerprintMismatch)):
+                engine.submit(request)
+
+    asyncio.run(body())
+    assert rejected("overloaded") == 1 and rejected("fingerprint_mismatch") == 1

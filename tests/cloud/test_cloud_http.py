@@ -120,13 +120,18 @@ def test_bad_request_gets_4xx_with_a_message(cloud_server, body, status, code, t
     [(b"{not json", "Invalid JSON"), (b"[1, 2]", "should be an object"), (b"", "Invalid JSON")],
 )
 def test_malformed_json_gets_400(cloud_server, content, text):
-    url = cloud_server.http_url
-    rejected_before = metric(url, "pdd_rejected_requests_total", 'reason="invalid_request"')
-    reply = httpx.post(url + "/v1/pd/generate", content=content)
+    reply = httpx.post(cloud_server.http_url + "/v1/pd/generate", content=content)
     assert reply.status_code == 400
     assert text in reply.json()["error"]["message"]
-    after = metric(url, "pdd_rejected_requests_total", 'reason="invalid_request"')
-    assert after == rejected_before + 1
+
+
+def test_a_refused_request_is_counted_once(cloud_server):
+    url = cloud_server.http_url
+    code = 'reason="fingerprint_mismatch"'
+    rejected_before = metric(url, "pdd_rejected_requests_total", code)
+    reply = httpx.post(url + "/v1/pd/generate", json=story(fingerprint="0000"))
+    assert reply.status_code == 409
+    assert metric(url, "pdd_rejected_requests_total", code) == rejected_before + 1
 
 
 def test_handoff_for_an_unknown_request_is_404(cloud_server):

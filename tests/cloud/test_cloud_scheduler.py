@@ -82,7 +82,7 @@ def test_stopped_request_leaves_at_the_next_step(loop):
     step = sched.schedule(now=1.0)
     assert step.stopped == [a]
     assert step.seqs == [b]
-    assert sched.find("a") is None and a.status is SequenceStatus.FINISHED
+    assert sched.find(("", "a")) is None and a.status is SequenceStatus.FINISHED
 
 
 def make_long_seq(loop, request_id: str, num_prompt: int, refine_ratio: float = 0.0) -> Sequence:
