@@ -23,6 +23,7 @@ from .app_grpc import create_grpc_server, mark_serving
 from .app_http import create_http_app
 from .config import ServerConfig
 from .engine import Engine
+from .engine_api import CloudEngine
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def build_builtin_engine(config: ServerConfig) -> Engine:
     return Engine(loaded, config.engine)
 
 
-def build_vllm_engine(config: ServerConfig):
+def build_vllm_engine(config: ServerConfig) -> CloudEngine:
     try:
         from .vllm_engine import build_vllm_engine as build
     except ImportError as err:
@@ -60,7 +61,7 @@ def build_vllm_engine(config: ServerConfig):
 ENGINES = {"builtin": build_builtin_engine, "vllm": build_vllm_engine}
 
 
-def build_engine(config: ServerConfig):
+def build_engine(config: ServerConfig) -> CloudEngine:
     """The engine ``config.engine_kind`` names (the front ends see one interface)."""
     return ENGINES[config.engine_kind](config)
 

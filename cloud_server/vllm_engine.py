@@ -36,8 +36,9 @@ from common.messages import End, EndReason, GenerateRequest, KeepSet, Usage
 from common.platform import set_threads
 
 from .config import ServerConfig
+from .engine_api import Event
 from .metrics import Metrics
-from .sequence import Event, Mailbox, Sequence
+from .sequence import Mailbox, RequestKey, Sequence
 from .validation import check_request, max_new_tokens_for, prompt_ids_for
 from .vllm_model import ServedModel, load_served_model
 from .vllm_sampler import QUALNAME, extra_args_for
@@ -115,8 +116,8 @@ class VllmEngine:
         self.config = server.engine
         self.metrics = metrics or VllmMetrics()
         self._clock = clock or MonotonicClock()
-        self._active: dict[tuple[str, str], _Running] = {}
-        self._recent: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._active: dict[RequestKey, _Running] = {}
+        self._recent: OrderedDict[RequestKey, None] = OrderedDict()  # ended: late handoffs
         self._is_closed = False
         self._llm = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -160,9 +161,9 @@ class VllmEngine:
         except PDError as err:
             self.metrics.count_rejected(err.code)
             raise
-        running.task = asyncio.get_running_loop().create_task(self._drive(running, owner))
+        running.task = asyncio.get_running_loop().create_task(self._drive(running))
         # A task cancelled before its first step never runs its body: end the stream here.
-        running.task.add_done_callback(lambda _: self._finish(running, owner, *_stopped(running)))
+        running.task.add_done_callback(lambda _: self._finish(running, *_stopped(running)))
         return VllmRequestStream(self, running)
 
     def handoff(self, request_id: str, at_index: int, owner: str = "") -> str:
@@ -205,14 +206,15 @@ class VllmEngine:
             mailbox=Mailbox(self._loop),
             detokenizer=Detokenizer(self.loaded.tokenizer),
             arrival_s=now,
+            owner=owner,
             admitted_s=now,
         )
         running = _Running(seq, engine_id=uuid.uuid4().hex)
-        self._active[key] = running
+        self._active[seq.key] = running
         self.metrics.active.set(len(self._active))
         return running
 
-    async def _drive(self, running: _Running, owner: str) -> None:
+    async def _drive(self, running: _Running) -> None:
         """Feed vLLM's outputs into the request's mailbox until vLLM or a stop ends it."""
         seq = running.seq
         reason, message = EndReason.ERROR, ""
@@ -231,7 +233,7 @@ class VllmEngine:
         except Exception as err:  # a vLLM failure ends this request, never the server
             log.exception("vLLM failed request %s", seq.request_id)
             message = f"cloud model error: {type(err).__name__}: {err}"
-        self._finish(running, owner, reason, message)
+        self._finish(running, reason, message)
 
     def _take(self, seq: Sequence, out) -> None:
         """One vLLM output (a delta of new token ids) as our token events."""
@@ -269,14 +271,13 @@ class VllmEngine:
             extra_args=extra_args_for(seq.request.sampling),
         )
 
-    def _finish(self, running: _Running, owner: str, reason: EndReason, msg: str) -> None:
+    def _finish(self, running: _Running, reason: EndReason, msg: str) -> None:
         if running.is_finished:
             return
         running.is_finished = True
         seq = running.seq
-        key = (owner, seq.request_id)
-        self._active.pop(key, None)
-        self._recent[key] = None
+        self._active.pop(seq.key, None)
+        self._recent[seq.key] = None
         while len(self._recent) > self.config.num_recent_ids:
             self._recent.popitem(last=False)
         self.metrics.active.set(len(self._active))

@@ -68,3 +68,15 @@ def test_a_malformed_argument_is_refused():
     bad = VllmSamplingParams(extra_args={"pd_sampling": {"temperature": -1}})
     with pytest.raises(ValueError):
         PdSampler.validate_params(bad)
+
+
+def test_the_vllm_engine_implements_the_engine_seam():
+    from cloud_server.config import ServerConfig
+    from cloud_server.engine_api import CloudEngine
+    from cloud_server.vllm_engine import VllmEngine
+    from cloud_server.vllm_model import load_served_model
+
+    engine = VllmEngine(load_served_model("smollm2-135m", "vllm-cpu"), ServerConfig())
+    assert isinstance(engine, CloudEngine)
+    assert engine.can_score_prompts is False
+    assert engine.num_active == 0
