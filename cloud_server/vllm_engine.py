@@ -25,7 +25,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import uuid
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 
@@ -46,6 +48,7 @@ from .vllm_sampler import QUALNAME, extra_args_for
 log = logging.getLogger(__name__)
 
 NO_SCORES = "the vllm engine cannot score prompts; prefill the whole prompt"
+_REDUCE_OP = "`torch.distributed.reduce_op` is deprecated"
 
 
 class VllmMetrics(Metrics):
@@ -307,13 +310,7 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 def start_async_llm(served: ServedModel, server: ServerConfig):
     """vLLM's ``AsyncLLM`` for ``served`` with our sampler; its engine core is a child process."""
     options = server.vllm
-    # vLLM reads these in its engine process; an operator's own values win.
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", server.log_level.upper())
-    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")  # cores are shared here
-    if options.kv_cache_gib:
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(options.kv_cache_gib))
-    if server.threads:
-        os.environ.setdefault("OMP_NUM_THREADS", str(server.threads))
+    configure_vllm_processes(server)
     from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -331,8 +328,22 @@ def start_async_llm(served: ServedModel, server: ServerConfig):
     return AsyncLLM.from_engine_args(args)
 
 
+def configure_vllm_processes(server: ServerConfig) -> None:
+    """Settings vLLM reads in this process and its engine processes; an operator's own win."""
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", server.log_level.upper())
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")  # do not pin shared cores
+    if server.vllm.kv_cache_gib:
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(server.vllm.kv_cache_gib))
+    if server.threads:
+        os.environ.setdefault("OMP_NUM_THREADS", str(server.threads))
+    # vLLM 0.32 touches a deprecated torch alias on import, in every process it starts.
+    os.environ.setdefault("PYTHONWARNINGS", f"ignore:{_REDUCE_OP}:FutureWarning")
+    warnings.filterwarnings("ignore", message=re.escape(_REDUCE_OP), category=FutureWarning)
+
+
 def build_vllm_engine(config: ServerConfig) -> VllmEngine:
     """``pdd serve --engine vllm``: the model's tokenizer and fingerprint here, weights in vLLM."""
+    configure_vllm_processes(config)
     from vllm.platforms import current_platform
 
     set_threads(config.threads)
