@@ -94,6 +94,7 @@ class _Running:
     engine_id: str  # the id inside vLLM: unique even when two owners reuse a request id
     task: asyncio.Task | None = None
     is_finished: bool = False
+    num_dropped: int = 0  # tokens vLLM delivered after a stop was asked (not sent on)
 
     def stop(self, reason: EndReason, message: str) -> None:
         """Ask once: a second cancel could interrupt vLLM's abort of the first."""
@@ -229,7 +230,7 @@ class VllmEngine:
             prompt = tokens_input(seq.prompt_ids)
             outputs = self._llm.generate(prompt, self._params_for(seq), running.engine_id)
             async for out in outputs:
-                self._take(seq, out)
+                self._take(running, out)
             reason = seq.natural_end(self.loaded.eos_token_ids) or EndReason.BUDGET
         except asyncio.CancelledError:  # handoff, disconnect or shutdown (their reason wins)
             reason, message = seq.stop_reason or EndReason.CANCELLED, seq.stop_message
@@ -238,14 +239,16 @@ class VllmEngine:
             message = f"cloud model error: {type(err).__name__}: {err}"
         self._finish(running, reason, message)
 
-    def _take(self, seq: Sequence, out) -> None:
+    def _take(self, running: _Running, out) -> None:
         """One vLLM output (a delta of new token ids) as our token events."""
+        seq = running.seq
         if seq.prefill_end_s is None:
             self._mark_first_token(seq, out)
         for token_id in out.outputs[0].token_ids:
-            if seq.stop_reason is not None or seq.num_tokens >= seq.max_new_tokens:
-                return  # past a handoff: the device drops these anyway
-            seq.mailbox.put(seq.append_token(int(token_id)))
+            if seq.stop_reason is not None:  # past a handoff: the device drops these anyway
+                running.num_dropped += 1
+            else:
+                seq.mailbox.put(seq.append_token(int(token_id)))
 
     def _mark_first_token(self, seq: Sequence, out) -> None:
         """Queue and prefill times from vLLM's engine-core timestamps (same monotonic clock)."""
@@ -285,15 +288,16 @@ class VllmEngine:
             self._recent.popitem(last=False)
         self.metrics.active.set(len(self._active))
         busy_s = self._clock.now() - (seq.admitted_s or seq.arrival_s)
+        num_generated = seq.num_tokens + running.num_dropped
         usage = Usage(
             prompt_tokens=seq.num_prompt_tokens,
-            completion_tokens=seq.num_tokens,
+            completion_tokens=num_generated,
             queue_s=seq.queue_s,
             prefill_s=seq.prefill_s,
             busy_s=busy_s,
         )
         seq.mailbox.put(End(reason=reason, usage=usage, message=msg))
-        self.metrics.observe_end(reason.value, seq.num_tokens, busy_s)
+        self.metrics.observe_end(reason.value, num_generated, busy_s)
 
 
 def _stopped(running: _Running) -> tuple[EndReason, str]:
