@@ -1,21 +1,14 @@
 """One answer, end to end on the device: pd, device-only and cloud-only share this loop.
 
-Three cooperating tasks:
-- the cloud reader collects cloud tokens in order (and applies a refinement keep-set);
+Three thin tasks around one ``AnswerState`` (``answer_state.py``, where the rules live):
+- the cloud reader opens the stream and feeds each cloud event to the state;
 - the device worker prefills the (kept) prompt in chunks; when it is done it hands off at
   m = the cloud tokens received so far, absorbs them in one forward, and decodes on;
-- the display loop shows one queue (cloud tokens, then the device's) at the pace the
-  ``SpeedController`` sets.
+- the display loop shows what the state says to show, at the pace its ``SpeedController`` sets.
 
-Why hand off at *received*, not *shown*: measured on this machine, the first absorb after a
-long prefill takes about a second, during which the display must keep showing tokens; absorbing
-only shown tokens then needs another round, and another (the device chases the display), which
-showed up as a 0.6 s gap at the handoff. Received tokens are already known, so absorbing them all
-ends the chase, stops the cloud earlier and wastes no cloud token (the paper's "amortized using
-received tokens"). Cloud tokens at or past m that arrive later are dropped.
-
-The cloud failing at any point is the same path as the device being faster: the worker hands
-off at what was received, and ``fallback`` says why.
+Nothing the cloud or the device runtime does may break or hang the answer: a cloud failure is a
+``fallback``, a device failure ends the answer after what could still be shown
+(``end_reason="error"``, ``device_error`` says why).
 """
 
 from __future__ import annotations
@@ -24,22 +17,30 @@ import asyncio
 import contextlib
 import math
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Executor
+from functools import partial
 
 from common.detokenize import Detokenizer
 from common.errors import PDError
-from common.messages import End, EndReason, FirstToken, GenerateRequest, KeepSet, Token
+from common.messages import GenerateRequest
 from common.model import LoadedModel
 
+from .answer_state import AnswerSpec, AnswerState, Step, StepKind
 from .config import ClientConfig
 from .local_runtime import LocalSession
-from .speed_controller import Action, PacingConfig, SpeedController
+from .speed_controller import PacingConfig
 from .transports import CloudStream, open_stream
-from .types import DisplayedToken, GenerationResult, Mode, Source
+from .types import DisplayedToken, GenerationResult, Mode
 
 _END_EVENT_GRACE_S = 1.0  # after the answer, how long to wait for the cloud's usage report
+
+CloudOpener = Callable[[GenerateRequest, ClientConfig], Awaitable[CloudStream]]
+
+
+def vocab_size(lm: LoadedModel) -> int:
+    """Token ids the device can embed and decode."""
+    return min(lm.model.get_input_embeddings().num_embeddings, len(lm.tokenizer))
 
 
 class Answer:
@@ -51,50 +52,54 @@ class Answer:
         pacing: PacingConfig,
         config: ClientConfig,
         executor: Executor,
+        *,
+        session: LocalSession | None = None,
+        open_cloud: CloudOpener = open_stream,
+        clock: Callable[[], float] = time.monotonic,
         on_done: Callable[[Answer], None] | None = None,
     ) -> None:
-        assert request.prompt_ids, "the device sends token ids"
-        self._on_done = on_done
+        """``session``: the device runtime for this answer (default: a new ``LocalSession``);
+        ``open_cloud``: how to reach the cloud; ``clock``: the event loop's time scale."""
         self.request, self.mode, self.config = request, mode, config
-        self._lm, self._executor = lm, executor
-        self.session = LocalSession(
-            lm, request.prompt_ids, config.prefill_chunk_tokens, config.device_slowdown
-        )
-        self.controller = SpeedController(pacing)
+        if session is None:
+            chunk, slowdown = config.prefill_chunk_tokens, config.device_slowdown
+            session = LocalSession(lm, request.prompt_ids, chunk, slowdown)
+        self.session = session
+        spec = AnswerSpec.of(request, vocab_size(lm), lm.eos_token_ids)
+        self.state = AnswerState(spec, mode, pacing, self.session, clock)
+        self._executor, self._open_cloud, self._clock = executor, open_cloud, clock
+        self._on_done = on_done
         self._detok = Detokenizer(lm.tokenizer)
-        self._received: list[int] = []  # cloud token ids, by answer index
-        self._next_cloud_index = 0  # the index the next cloud token must carry
-        self._received_span = (0.0, 0.0)  # when the first and the latest cloud token came
-        self._queue: deque[tuple[int, Source]] = deque()  # ready to show
         self.tokens: list[DisplayedToken] = []
         self._wake = asyncio.Event()  # the display loop: something changed
         self._stream: CloudStream | None = None
         self._handoff_task: asyncio.Task | None = None
-        self._cloud_open = mode is not Mode.DEVICE
         self._worker: asyncio.Task | None = None
-        self._is_producing_done = False  # nothing more will enter the queue
-        self.cloud_end: End | None = None
-        self.fallback: str | None = None
-        self.handoff_index: int | None = None
-        self.end_reason = "max_tokens"
-        self.trace: list[tuple[float, str]] = []  # (seconds since start, what happened)
-        # (seconds since start, the controller's T̂own then, tokens left): one per token shown
-        # before the device's own, to check the estimate against when its first token came.
-        self.pacing_trace: list[tuple[float, float, int]] = []
+        self._is_closing = False  # the display ended: start nothing more
         self.result: GenerationResult | None = None
-        self._t0 = 0.0
+
+    @property
+    def trace(self) -> list[tuple[float, str]]:
+        """(seconds since start, what happened): handoff, absorb, keep-set, fallback."""
+        return self.state.notes
+
+    @property
+    def pacing_trace(self) -> list[tuple[float, float, int]]:
+        """(seconds since start, the controller's T̂own then, tokens left) per cloud token shown."""
+        return self.state.pacing_trace
 
     # -- the display loop -----------------------------------------------------------------------
 
     async def __aiter__(self) -> AsyncIterator[DisplayedToken]:
-        self._t0 = time.monotonic()
-        reader = asyncio.create_task(self._read_cloud()) if self._cloud_open else None
-        if self.mode is not Mode.CLOUD:  # cloud-only starts the device only if the cloud fails
+        self.state.start()
+        reader = asyncio.create_task(self._read_cloud()) if self.state.is_cloud_open else None
+        if self.state.is_device_needed:  # cloud-only starts the device only if the cloud fails
             self._start_device()
         try:
             async for tok in self._display():
                 yield tok
         finally:
+            self._is_closing = True
             await self._stop_device()
             await self._close_cloud(reader)
         self.result = self._result()
@@ -102,78 +107,26 @@ class Answer:
             self._on_done(self)
 
     async def _display(self) -> AsyncIterator[DisplayedToken]:
-        while len(self.tokens) < self.request.max_tokens:
-            if not self._queue and (self._is_producing_done or self._is_cloud_answer_done()):
-                self.end_reason = "eos"
-                return
-            now = time.monotonic()
-            decision = self.controller.decide(
-                now, len(self._queue), self._num_left(), self._progress(), self._cloud_pace()
-            )
-            if decision.action is Action.SHOW:
-                token_id, source = self._queue.popleft()
-                if source == "cloud" and self.mode is Mode.PD:
-                    own = self.controller.estimate_own_token(now, self._progress())
-                    self.pacing_trace.append((now - self._t0, own - self._t0, self._num_left()))
-                if token_id in self._lm.eos_token_ids:
-                    self.end_reason = "eos"
-                    return
-                yield self._show(token_id, source, now)
+        while (step := self.state.next_step()).kind is not StepKind.END:
+            if step.kind is StepKind.SHOW:
+                yield self._show(step)
                 continue
             self._wake.clear()
-            timeout = None if math.isinf(decision.wait_s) else decision.wait_s
+            timeout = None if math.isinf(step.wait_s) else step.wait_s
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
-    def _show(self, token_id: int, source: Source, now: float) -> DisplayedToken:
-        text = self._detok.push(token_id)
-        tok = DisplayedToken(len(self.tokens), token_id, text, source, now - self._t0)
+    def _show(self, step: Step) -> DisplayedToken:
+        text = self._detok.push(step.token_id)
+        now = self._clock() - self.state.started_at
+        tok = DisplayedToken(len(self.tokens), step.token_id, text, step.source, now)
         self.tokens.append(tok)
-        self.controller.on_shown(now)
         return tok
-
-    def _progress(self):
-        if self.mode is Mode.CLOUD and self.fallback is None:
-            return self.session.progress(is_decoding=True)  # nothing to wait for: show on arrival
-        # Decoding starts when the received tokens are absorbed, not at the handoff: that absorb
-        # takes about a second at 2k tokens, and counting it as done drained the buffer (a 1.4 s
-        # stall measured at the handoff).
-        to_absorb = len(self._received) - self.session.absorbed
-        is_decoding = self.handoff_index is not None and to_absorb <= 0
-        return self.session.progress(max(to_absorb, 0), is_decoding)
-
-    def _cloud_pace(self) -> float | None:
-        """Seconds per cloud token so far (first to latest received); None before two."""
-        if len(self._received) < 2:
-            return None
-        first, latest = self._received_span
-        return (latest - first) / (len(self._received) - 1)
-
-    def _num_left(self) -> int:
-        """Tokens to show before the device's own: queued plus cloud tokens still due."""
-        due = 0
-        if self._cloud_open and self.handoff_index is None:
-            budget = min(1 + self.request.cloud_tokens, self.request.max_tokens)
-            due = max(0, budget - len(self._received))
-        return len(self._queue) + due
-
-    def _is_cloud_answer_done(self) -> bool:
-        """The cloud alone produced the whole answer (EOS, or max_tokens reached)."""
-        if self.handoff_index is not None:
-            return False
-        eos = self._lm.eos_token_ids
-        return any(t in eos for t in self._received) or (
-            len(self._received) >= self.request.max_tokens
-            or (self.cloud_end is not None and self.cloud_end.reason is EndReason.EOS)
-        )
-
-    def _note(self, what: str) -> None:
-        self.trace.append((time.monotonic() - self._t0, what))
 
     # -- the device worker ----------------------------------------------------------------------
 
     def _start_device(self) -> None:
-        if self._worker is None:
+        if self._worker is None and not self._is_closing:
             self._worker = asyncio.create_task(self._device_worker())
 
     async def _stop_device(self) -> None:
@@ -183,112 +136,83 @@ class Answer:
                 await self._worker
 
     async def _device_worker(self) -> None:
-        run = asyncio.get_running_loop().run_in_executor
-        session = self.session
-        while not session.is_prompt_done:
-            if self._is_cloud_answer_done():
-                return  # the cloud already gave the whole answer: spare the device
-            await run(self._executor, session.prefill_chunk)
+        try:
+            await self._catch_up_and_decode()
+        except Exception as err:  # a failing device ends the answer; it must never hang it
+            self.state.on_device_failed(f"device runtime failed: {err!r}")
+        finally:
+            self.state.on_device_done()
             self._wake.set()
-        if self._is_cloud_answer_done():
+
+    async def _catch_up_and_decode(self) -> None:
+        run = partial(asyncio.get_running_loop().run_in_executor, self._executor)
+        session, state = self.session, self.state
+        while not session.is_prompt_done:
+            if state.is_cloud_answer_done:
+                return  # the cloud already gave the whole answer: spare the device
+            await run(session.prefill_chunk)
+            self._wake.set()
+        if state.is_cloud_answer_done:
             return
-        received = self._hand_off()
+        received = state.hand_off()
+        if self._stream is not None and state.is_cloud_open:
+            handoff = self._send_handoff(self._stream, len(received))
+            self._handoff_task = asyncio.create_task(handoff)
         chunk = self.config.prefill_chunk_tokens
         for start in range(0, len(received), chunk):
-            await run(self._executor, session.absorb, received[start : start + chunk])
-        self._note("absorbed")
-        await self._decode_locally()
-
-    def _hand_off(self) -> list[int]:
-        """Take over at m = cloud tokens received now; stop the cloud; return those tokens."""
-        m = len(self._received)
-        self.handoff_index = m
-        self._note(f"handoff at {m}")
-        if self._stream is not None and self._cloud_open:
-            self._handoff_task = asyncio.create_task(self._send_handoff(m))
-        return list(self._received)
-
-    async def _send_handoff(self, at_index: int) -> None:
-        with contextlib.suppress(Exception):  # a lost handoff only costs the cloud its budget
-            await self._stream.handoff(at_index)
-
-    async def _decode_locally(self) -> None:
-        run = asyncio.get_running_loop().run_in_executor
-        session, sampling = self.session, self.request.sampling
-        try:
-            while session.absorbed < self.request.max_tokens:
-                token_id = session.next_token(sampling)
-                self._queue.append((token_id, "device"))
-                self._wake.set()
-                if token_id in self._lm.eos_token_ids:
-                    return
-                if session.absorbed + 1 < self.request.max_tokens:
-                    await run(self._executor, session.absorb, [token_id])
-                else:
-                    return
-        finally:
-            self._is_producing_done = True
+            part = received[start : start + chunk]
+            await run(session.absorb, part)
+            state.on_absorbed(len(part))
+        state.note("absorbed")
+        while True:
+            token_id = session.next_token(self.request.sampling)
+            more = state.on_device_token(token_id)
             self._wake.set()
+            if not more:
+                return
+            await run(session.absorb, [token_id])
+
+    async def _send_handoff(self, stream: CloudStream, at_index: int) -> None:
+        with contextlib.suppress(Exception):  # a lost handoff only costs the cloud its budget
+            await stream.handoff(at_index)
 
     # -- the cloud reader -----------------------------------------------------------------------
 
     async def _read_cloud(self) -> None:
-        cfg = self.config
-        timeout = cfg.first_token_timeout_s
+        cfg, state = self.config, self.state
         try:
-            self._stream = await asyncio.wait_for(open_stream(self.request, cfg), timeout)
-            if self.handoff_index is not None:
-                return  # the device took over while we were connecting: closing cancels it
-            events = aiter(self._stream.events())
-            while True:
-                timeout = cfg.stall_timeout_s if self._received else cfg.first_token_timeout_s
-                if self._on_event(await asyncio.wait_for(anext(events), timeout)):
-                    break
-                self._wake.set()
+            await self._read_events()
         except StopAsyncIteration:
-            self._cloud_failed("the cloud closed the stream without an end event")
+            state.on_cloud_failed("the cloud closed the stream without an end event")
         except TimeoutError:
-            self._cloud_failed(f"the cloud was silent for more than {timeout:g} s")
+            timeout = cfg.stall_timeout_s if state.received else cfg.first_token_timeout_s
+            state.on_cloud_failed(f"the cloud was silent for more than {timeout:g} s")
         except PDError as err:
-            self._cloud_failed(f"{err.code}: {err.message}")
+            state.on_cloud_failed(f"{err.code}: {err.message}")
         except Exception as err:  # a broken link must never break the answer
-            self._cloud_failed(f"cloud stream failed: {err!r}")
-        finally:
-            self._cloud_open = False
+            state.on_cloud_failed(f"cloud stream failed: {err!r}")
+        state.on_cloud_closed()
+        self._wake.set()
+        if state.is_device_needed:
+            self._start_device()  # cloud-only: the device finishes the answer
+        if state.fallback is not None or state.handoff_index == 0:
+            await self._close_stream()  # the cloud is of no more use: cancel it now
+
+    async def _read_events(self) -> None:
+        """Open the stream and feed its events to the state until it ends."""
+        cfg, state = self.config, self.state
+        opened = self._open_cloud(self.request, cfg)
+        self._stream = await asyncio.wait_for(opened, cfg.first_token_timeout_s)
+        state.on_cloud_connected()
+        if state.handoff_index is not None:
+            return  # the device took over while we were connecting
+        events = aiter(self._stream.events())
+        while True:
+            timeout = cfg.stall_timeout_s if state.received else cfg.first_token_timeout_s
+            is_over = state.on_cloud_event(await asyncio.wait_for(anext(events), timeout))
             self._wake.set()
-
-    def _on_event(self, event) -> bool:
-        """Handle one cloud event; True when the stream is over."""
-        if isinstance(event, KeepSet):
-            if event.is_available:
-                self.session.apply_keep_set(event.kept_positions)
-            self._note(f"keep-set: {len(event.kept_positions)} kept ({event.reason})")
-        elif isinstance(event, FirstToken | Token):
-            index = 0 if isinstance(event, FirstToken) else event.index
-            if index != self._next_cloud_index:
-                raise PDError(f"cloud sent token {index}, expected {self._next_cloud_index}")
-            # Counted apart from ``_received``: past the handoff tokens are dropped, and checking
-            # against len(_received) broke the stream at the second dropped token (no End, so no
-            # usage report: a test flaked on it about one run in four).
-            self._next_cloud_index += 1
-            if self.handoff_index is None:  # past the handoff, cloud tokens are dropped
-                now = time.monotonic()
-                self._received_span = (self._received_span[0] if self._received else now, now)
-                self._received.append(event.token_id)
-                self._queue.append((event.token_id, "cloud"))
-        else:
-            self.cloud_end = event
-            if event.reason is EndReason.ERROR:
-                self._cloud_failed(f"cloud error: {event.message}")
-            return True
-        return False
-
-    def _cloud_failed(self, reason: str) -> None:
-        if self._is_cloud_answer_done() or (self.handoff_index and self._stream is not None):
-            return  # the cloud delivered its part; a failure after the handoff costs nothing
-        self.fallback = reason
-        self._note(f"fallback: {reason}")
-        self._start_device()  # cloud-only: the device finishes the answer
+            if is_over:
+                return
 
     async def _close_cloud(self, reader: asyncio.Task | None) -> None:
         if reader is not None and not reader.done():
@@ -297,20 +221,29 @@ class Answer:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
-        if self._stream is not None:
+        await self._close_stream()
+
+    async def _close_stream(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
             with contextlib.suppress(Exception):
-                await self._stream.aclose()
+                await stream.aclose()
 
     def _result(self) -> GenerationResult:
-        usage = self.cloud_end.usage if self.cloud_end else None
+        state = self.state
+        usage = state.cloud_end.usage if state.cloud_end else None
         return GenerationResult(
             mode=self.mode,
             tokens=list(self.tokens),
             prompt_tokens=self.session.prompt_len,
             kept_prompt_tokens=self.session.prompt_total,
-            handoff_index=self.handoff_index if self.mode is Mode.PD else None,
-            cloud_tokens=usage.completion_tokens if usage else len(self._received),
+            handoff_index=state.handoff_index if self.mode is Mode.PD else None,
+            cloud_tokens=usage.completion_tokens if usage else len(state.received),
             cloud_busy_s=usage.busy_s if usage else None,
-            fallback=self.fallback,
-            end_reason=self.end_reason,
+            fallback=state.fallback,
+            end_reason=state.end_reason or "max_tokens",
+            first_token_source=state.first_token_source,
+            cloud_unused_reason=state.cloud_unused_reason,
+            keep_set_note=state.keep_set_note,
+            device_error=state.device_error,
         )

@@ -13,7 +13,6 @@ import asyncio
 import statistics
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 
 from pydantic import ValidationError
 
@@ -23,9 +22,10 @@ from common.model import DEFAULT_MODEL, LoadedModel, load_model
 from common.platform import select_platform, set_threads
 from common.wire import validation_message
 
-from .answer import Answer
+from .answer import Answer, CloudOpener
 from .config import ClientConfig
 from .speed_controller import PacingConfig
+from .transports import open_stream
 from .types import DisplayedToken, GenerationResult, Mode
 
 _SHOW_ON_ARRIVAL = PacingConfig(min_interval_s=0.0, max_interval_s=0.0, decode_interval_s=0.0)
@@ -37,9 +37,12 @@ class DeviceClient:
         cloud: str | None = None,
         model: str | LoadedModel = DEFAULT_MODEL,
         transport: str | None = None,
+        *,
+        open_cloud: CloudOpener = open_stream,
         **options,
     ) -> None:
-        """``options`` are any other ``ClientConfig`` fields (threads, settings, network, ...)."""
+        """``options`` are any other ``ClientConfig`` fields (threads, settings, network, ...);
+        ``open_cloud`` opens a cloud stream (default: HTTP or gRPC; tests pass a fake cloud)."""
         name = model if isinstance(model, str) else model.name
         self.config = ClientConfig(cloud_url=cloud, transport=transport, model=name, **options)
         if isinstance(model, LoadedModel):
@@ -47,6 +50,7 @@ class DeviceClient:
         else:
             set_threads(self.config.threads)
             self.model = load_model(model, select_platform(self.config.device))
+        self._open_cloud = open_cloud
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pdd-device")
         self._loop: asyncio.AbstractEventLoop | None = None  # for the sync API only
         self.decode_s_estimate: float | None = None  # τ̂d, learnt from this device's answers
@@ -130,7 +134,16 @@ class DeviceClient:
         request, mode, pacing = self.build_request(prompt, **kwargs)
         if mode is not Mode.DEVICE and self.config.cloud_url is None:
             raise InvalidRequest(f"mode {mode.value!r} needs a cloud URL")
-        return Answer(self.model, request, mode, pacing, self.config, self._executor, self._observe)
+        return Answer(
+            self.model,
+            request,
+            mode,
+            pacing,
+            self.config,
+            self._executor,
+            open_cloud=self._open_cloud,
+            on_done=self._observe,
+        )
 
     async def astream(self, prompt: str | None = None, **kwargs) -> AsyncIterator[DisplayedToken]:
         async for tok in self.answer(prompt, **kwargs):
@@ -161,16 +174,6 @@ class DeviceClient:
 
     def generate(self, prompt: str | None = None, **kwargs) -> GenerationResult:
         return self._sync_loop().run_until_complete(self.agenerate(prompt, **kwargs))
-
-    def with_options(self, **options) -> DeviceClient:
-        """A client sharing this one's loaded model, with some config fields changed."""
-        clone = object.__new__(DeviceClient)
-        clone.config = replace(self.config, **options)
-        clone.model = self.model
-        clone._executor = self._executor
-        clone._loop = None
-        clone.decode_s_estimate = None  # another device profile: learn its own
-        return clone
 
 
 __all__ = ["DeviceClient", "ChatMessage"]

@@ -1,7 +1,10 @@
-"""The device's own model: chunked prefill, absorbing shown tokens, local decode.
+"""The device's own model: chunked prefill, absorbing received tokens, local decode.
 
 A ``LocalSession`` holds one answer's KV cache. Its methods run torch and are called from the
-client's single worker thread; the asyncio side reads ``progress()`` snapshots.
+client's single worker thread, one at a time; the asyncio side reads ``progress()`` snapshots
+(thread-safe). The answer drives it in this order: ``apply_keep_set`` (optional, any time before
+the prompt is done), ``prefill_chunk`` until ``is_prompt_done``, ``absorb`` the received cloud
+tokens, then ``next_token`` / ``absorb([token])`` per local token.
 
 Answer token ``i`` sits at position ``L + i`` (L = full prompt length) whether or not refinement
 skipped prompt tokens, so every token keeps its true position.
@@ -86,7 +89,8 @@ class LocalSession:
         with self._lock:
             return not self._todo and not self._in_flight
 
-    def progress(self, to_absorb: int = 0, is_decoding: bool = False) -> DeviceProgress:
+    def progress(self) -> DeviceProgress:
+        """The prompt prefill so far (the answer state adds what is left to absorb)."""
         with self._lock:
             # The chunk in flight is not done: leaving it out made the controller's T̂own one
             # chunk early (1.3-1.7 s at 1k tokens, measured) for most of the prefill.
@@ -94,12 +98,10 @@ class LocalSession:
             return DeviceProgress(
                 total,
                 self.prompt_done,
-                to_absorb,
-                self.started_at,
-                is_decoding,
-                self.recent_rate_tok_s,
-                self.updated_at,
-                fit_token_cost(self._chunks),
+                started_at=self.started_at,
+                recent_rate_tok_s=self.recent_rate_tok_s,
+                updated_at=self.updated_at,
+                token_cost=fit_token_cost(self._chunks),
             )
 
     def apply_keep_set(self, kept_positions: list[int]) -> None:

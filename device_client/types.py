@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Literal
 
@@ -33,9 +33,14 @@ class GenerationResult:
     handoff_index: int | None  # m: cloud tokens shown before the device took over
     cloud_tokens: int  # tokens the cloud generated for this answer (first included)
     cloud_busy_s: float | None  # the cloud's own accounting, from its end event
-    fallback: str | None  # why the device finished alone, or None
-    end_reason: str  # eos | max_tokens
-    extra: dict = field(default_factory=dict)
+    fallback: str | None  # why the device finished alone (the cloud failed), or None
+    end_reason: str  # eos | max_tokens | error (the device failed: see device_error)
+    first_token_source: Source | None = None  # who produced the first token shown
+    # Why the cloud contributed no shown token (None when it did): its failure (= fallback),
+    # the device being faster, or device-only mode.
+    cloud_unused_reason: str | None = None
+    keep_set_note: str | None = None  # why a keep-set was ignored or refused, if one was
+    device_error: str | None = None  # why the device runtime failed, if it did
 
     @property
     def token_ids(self) -> list[int]:
@@ -91,4 +96,8 @@ class GenerationResult:
             "kept_prompt_tokens": self.kept_prompt_tokens,
             "fallback": self.fallback,
             "end_reason": self.end_reason,
+            "first_token_source": self.first_token_source,
+            "cloud_unused_reason": self.cloud_unused_reason,
+            "keep_set_note": self.keep_set_note,
+            "device_error": self.device_error,
         }
