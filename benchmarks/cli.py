@@ -8,6 +8,8 @@ from benchmarks.bench.command import bench_command
 from benchmarks.planner.profile import profile_command
 from benchmarks.planner.simulator import simulate_command
 from benchmarks.planner.tuner import tune_command
+from benchmarks.planner.tuner_check import tuner_check_command
+from benchmarks.studies.commands import study_app
 from cloud_server.cli import gateway as cloud_gateway
 from cloud_server.cli import serve as cloud_serve
 from device_client.cli import generate
@@ -21,13 +23,15 @@ app = typer.Typer(
 
 # Registration: one line per command, the implementation lives in its component.
 # (cloud_server.cli: serve, gateway; device_client.cli: generate; benchmarks: bench, profile, tune,
-# simulate.)
+# tuner-check, simulate, and the studies under `pdd study`.)
 app.command("serve")(cloud_serve)
 app.command("gateway")(cloud_gateway)
 app.command("bench")(bench_command)
 app.command("profile")(profile_command)
 app.command("tune")(tune_command)
+app.command("tuner-check")(tuner_check_command)
 app.command("simulate")(simulate_command)
+app.add_typer(study_app, name="study")
 app.command("generate")(generate)
 
 

@@ -104,7 +104,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(_: Request, err: RequestValidationError) -> JSONResponse:
-        return error_response(InvalidRequest(validation_message(err)))  # type: ignore[arg-type]
+        return error_response(InvalidRequest(validation_message(err)))
 
     @app.exception_handler(Exception)
     async def on_unexpected(_: Request, err: Exception) -> JSONResponse:

@@ -1,27 +1,41 @@
 """Cloud configuration: one frozen dataclass per component, passed down whole.
 
 ``pdd serve`` flags, ``python -m cloud_server`` and tests all build a ``ServerConfig``; nothing
-reads environment variables here.
+reads environment variables here. A field declared with ``knob(default, help)`` is also a
+``pdd serve`` option (``common.cli_options``): a new knob costs this one edit.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from common.cli_options import knob, nested
+from common.defaults import DEFAULT_MODEL
+
+
+def _zero_is_none(value: int) -> int | None:
+    return value or None
+
 
 @dataclass(frozen=True)
 class EngineConfig:
     """What the engine admits and how it reports overload."""
 
-    max_concurrent_requests: int = 4  # requests holding a slot (prefill or decode) at once
-    max_queue: int = 0  # requests waiting for a slot; 0 rejects at once when all slots are busy
-    max_prompt_tokens: int | None = None  # None: the model's context length minus one
+    max_concurrent_requests: int = knob(
+        4, "requests served at once (prefill or decode); more are rejected", flag="--max-concurrent"
+    )
+    max_queue: int = knob(0, "requests that may wait for a slot; 0 rejects at once")
+    max_prompt_tokens: int | None = knob(
+        None, "longest prompt accepted; 0: the model's context", cli_default=0, parse=_zero_is_none
+    )
     retry_after_s: float = 1.0  # hint sent with an overload rejection (HTTP Retry-After)
     num_recent_ids: int = 1024  # finished request ids remembered, so a late handoff is not a 404
     # Chunked prefill: while requests are decoding, at most this many prompt tokens are
     # prefilled between two decode rounds, so a long prompt pauses the others' streams for one
     # chunk, not its whole prefill. 0: whole prompts, prefill first.
-    prefill_chunk_tokens: int = 512
+    prefill_chunk_tokens: int = knob(
+        512, "prompt tokens prefilled between two decode rounds; 0: whole prompts first"
+    )
 
     def __post_init__(self) -> None:
         if self.max_concurrent_requests < 1:
@@ -39,11 +53,38 @@ class VllmOptions:
     """``--engine vllm`` only: vLLM's own knobs. Admission and limits stay in ``EngineConfig``;
     dtype, threads and log level come from ``ServerConfig``."""
 
-    kv_cache_gib: int = 1  # CPU KV cache (VLLM_CPU_KVCACHE_SPACE); 0: vLLM's default
-    gpu_memory_utilization: float = 0.9  # CUDA / Ascend: share of device memory vLLM may use
-    max_model_len: int | None = None  # None: the model's context length
+    kv_cache_gib: int = knob(
+        1,
+        "vllm on CPU: KV cache GiB (VLLM_CPU_KVCACHE_SPACE); 0: vLLM's",
+        flag="--vllm-kv-cache-gib",
+    )
+    gpu_memory_utilization: float = knob(
+        0.9,
+        "vllm on CUDA / Ascend: share of device memory it may use",
+        flag="--vllm-gpu-memory-utilization",
+    )
+    max_model_len: int | None = knob(
+        None,
+        "vllm: context length; 0: the model's",
+        flag="--vllm-max-model-len",
+        cli_default=0,
+        parse=_zero_is_none,
+    )
+    enforce_eager: bool = knob(
+        False, "vllm: no torch.compile (faster start, slower steps)", flag="--vllm-enforce-eager"
+    )
     enable_prefix_caching: bool = True
-    enforce_eager: bool = False  # True: no torch.compile (faster start, slower steps)
+
+    def __post_init__(self) -> None:
+        if self.kv_cache_gib < 0:
+            raise ValueError("--vllm-kv-cache-gib must be >= 0 (0: vLLM's default)")
+        if not 0.0 < self.gpu_memory_utilization <= 1.0:
+            raise ValueError("--vllm-gpu-memory-utilization must be in (0, 1]")
+        if self.max_model_len is not None and self.max_model_len < 1:
+            raise ValueError("--vllm-max-model-len must be at least 1 (0: the model's)")
+
+
+ENGINE_KINDS = ("builtin", "vllm")  # cloud_server.server.ENGINES builds each
 
 
 @dataclass(frozen=True)
@@ -62,17 +103,27 @@ class SecurityConfig:
 class ServerConfig:
     """One cloud process: HTTP and gRPC over one engine."""
 
-    host: str = "127.0.0.1"
-    port: int = 8000
-    grpc_port: int | None = 50051  # None: no gRPC listener
-    model: str = "smollm2-135m"
-    threads: int | None = None  # torch intra-op threads; None keeps torch's default
-    device: str = "auto"  # auto | npu | cuda | cpu | a torch device string
-    dtype: str = "float32"
-    log_level: str = "info"
+    host: str = knob("127.0.0.1", "address to listen on")
+    port: int = knob(8000, "HTTP port")
+    grpc_port: int | None = knob(50051, "gRPC port; 0 disables gRPC", parse=_zero_is_none)
+    model: str = knob(DEFAULT_MODEL, "model alias or local transformers folder")
+    threads: int | None = knob(
+        None, "torch threads; 0 keeps torch's default", cli_default=0, parse=_zero_is_none
+    )
+    device: str = knob("auto", "auto | npu | cuda | cpu (or a torch device string)")
+    dtype: str = knob("float32", "float32 | bfloat16 | float16")
+    log_level: str = knob("info", "debug | info | warning | error")
     shutdown_grace_s: float = 5.0
-    engine: EngineConfig = field(default_factory=EngineConfig)
-    engine_kind: str = "builtin"  # builtin | vllm (cloud_server.server.ENGINES)
-    vllm: VllmOptions = field(default_factory=VllmOptions)
-    security: SecurityConfig = field(default_factory=SecurityConfig)
-    settings_path: str | None = None  # SplitSettings JSON served at GET /v1/pd/settings
+    engine: EngineConfig = nested(EngineConfig)
+    engine_kind: str = knob("builtin", "builtin | vllm (needs the vllm extra)", flag="--engine")
+    vllm: VllmOptions = nested(VllmOptions)
+    security: SecurityConfig = field(default_factory=SecurityConfig)  # keys are read at start
+    settings_path: str | None = knob(
+        None, "SplitSettings JSON, served at GET /v1/pd/settings", flag="--settings"
+    )
+
+    def __post_init__(self) -> None:
+        if self.engine_kind not in ENGINE_KINDS:
+            raise ValueError(
+                f"--engine {self.engine_kind!r}: choose one of {', '.join(ENGINE_KINDS)}"
+            )

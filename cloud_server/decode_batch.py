@@ -126,7 +126,7 @@ class DecodeBatch:
             input_ids=input_ids,
             position_ids=positions,
             attention_mask=self.mask,
-            past_key_values=self.cache,
+            cache=self.cache,
             use_cache=True,
             logits_to_keep=1,
         )

@@ -16,7 +16,6 @@ scored are kept until ``L - floor(rho * L)`` positions are kept.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from common.messages import KeepSet
+from common.timing_model import kept_prompt_len
 
 from .refine_scores import ScoreRecorder, default_score_layers, unsupported_reason
 
@@ -41,7 +41,7 @@ class RefineConfig:
 
 def num_kept(num_prompt: int, refine_ratio: float) -> int:
     """L - floor(rho * L): the count the keep-set aims at (protected tokens may push it up)."""
-    return num_prompt - math.floor(refine_ratio * num_prompt + 1e-9)
+    return kept_prompt_len(num_prompt, refine_ratio)
 
 
 def select_positions(

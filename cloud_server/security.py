@@ -76,7 +76,7 @@ class SecurityMiddleware:
 
     def _check_length(self, content_length: str | None) -> None:
         is_number = content_length is not None and content_length.isdigit()
-        if is_number and int(content_length) > self.config.max_body_bytes:  # type: ignore[arg-type]
+        if is_number and int(content_length) > self.config.max_body_bytes:
             raise self._too_large()
 
     def _too_large(self) -> RequestTooLarge:

@@ -33,7 +33,7 @@ def forward_tokens(
         input_ids=input_ids,
         position_ids=position_ids,
         attention_mask=attention_mask,
-        past_key_values=cache,
+        cache=cache,
         use_cache=True,
         logits_to_keep=1,
     )

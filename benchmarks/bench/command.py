@@ -8,151 +8,37 @@ Stages: workloads (prompts, arrivals) -> runner (every mode, interleaved) -> met
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import math
 import os
 import platform as host
 import statistics
 import sys
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
+from dataclasses import asdict
+from typing import NoReturn
 
-import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from common.cli_options import command_from
 from common.errors import PDError
 from common.messages import SamplingParams
-from common.settings import SplitSettings, default_settings
-from device_client.config import NetworkEmulation
+from common.settings import SplitSettings
 
-QUICK = {"input_lens": [64, 256], "output_len": 32, "num_prompts": 1}
-FULL = {"input_lens": [128, 512, 1024, 2048], "output_len": 128, "num_prompts": 4}
-
-
-@dataclass(frozen=True)
-class BenchOptions:
-    """Everything one ``pdd bench`` run needs, validated; saved with the result."""
-
-    modes: str
-    cloud: str | None
-    cloud_threads: int
-    transport: str | None
-    model: str
-    input_lens: list[int]
-    output_len: int
-    num_prompts: int
-    trace: Path | None
-    request_rate: float
-    burstiness: float
-    max_concurrency: int
-    device_slowdown: float
-    device_threads: int
-    network: NetworkEmulation
-    cloud_tokens: int | None
-    settings_path: Path | None
-    min_interval_ms: float | None
-    max_interval_ms: float | None
-    refine_ratio: float
-    temperature: float
-    seed: int
-    goodput: list[str]
-    save_result: Path | None
-    plots: Path | None
-    quick: bool
-    virtual_devices: int
-    device_prefill_tok_s: float | None
-    device_profile: Path | None
-
-    def settings(self) -> SplitSettings:
-        """The settings file (or defaults) with the pacing overrides applied to every bucket."""
-        settings = (
-            SplitSettings.load(self.settings_path) if self.settings_path else default_settings()
-        )
-        buckets = []
-        for b in settings.buckets:
-            hi = b.max_interval_s if self.max_interval_ms is None else self.max_interval_ms / 1000
-            lo = b.min_interval_s if self.min_interval_ms is None else self.min_interval_ms / 1000
-            buckets.append(
-                b.model_copy(update={"max_interval_s": hi, "min_interval_s": min(lo, hi)})
-            )
-        return settings.model_copy(update={"buckets": buckets})
-
-    def to_json(self) -> dict:
-        out = asdict(self)
-        return {k: str(v) if isinstance(v, Path) else v for k, v in out.items()}
+from .options import BenchOptions
+from .resources import cloud_url, load_device_model, load_requests
 
 
-def _int_list(text: str, what: str) -> list[int]:
-    try:
-        values = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise ValueError(f"{what} must be comma-separated integers, got {text!r}") from None
-    if not values or any(v < 1 for v in values):
-        raise ValueError(f"{what} must be integers >= 1, got {text!r}")
-    return values
+def _fail(console: Console, message: str) -> NoReturn:
+    console.print(f"[red]error:[/red] {message}", highlight=False)
+    sys.exit(2)
 
 
-def bench_command(
-    modes: str = typer.Option("device,cloud,pd", help="comma list of device, cloud, pd, pd+refine"),
-    cloud: str = typer.Option(
-        None, help="a running cloud (http://... or grpc://...); default: embedded"
-    ),
-    cloud_threads: int = typer.Option(1, help="torch threads of the embedded cloud"),
-    transport: str = typer.Option(None, help="http | grpc (default: from the URL scheme)"),
-    model: str = typer.Option("smollm2-135m", help="model alias or transformers folder"),
-    input_lens: str = typer.Option(None, help="synthetic prompt lengths, e.g. 128,512,1024,2048"),
-    output_len: int = typer.Option(None, help="answer length (max_tokens)"),
-    num_prompts: int = typer.Option(None, help="synthetic requests per input length"),
-    trace: Path = typer.Option(None, help="Mooncake JSONL trace to replay instead"),
-    request_rate: float = typer.Option(math.inf, help="requests/s (Poisson); inf: all at once"),
-    burstiness: float = typer.Option(1.0, help="gamma shape of the gaps (1 = Poisson)"),
-    max_concurrency: int = typer.Option(1, help="requests in flight at once, all modes together"),
-    device_slowdown: float = typer.Option(
-        1.0, help="emulate a device K times slower than this CPU"
-    ),
-    device_threads: int = typer.Option(1, help="torch threads of the device"),
-    rtt_ms: float = typer.Option(0.0, help="emulated device-cloud round trip"),
-    jitter_ms: float = typer.Option(0.0, help="one-way delay varies by +-jitter/2"),
-    bandwidth_mbps: float = typer.Option(0.0, help="link bandwidth, 0 = unlimited"),
-    cloud_tokens: int = typer.Option(None, help="N for pd (default: from the settings)"),
-    settings: Path = typer.Option(None, help="split settings JSON (the `pdd tune` schema)"),
-    min_interval_ms: float = typer.Option(None, help="override the settings' Δmin (and τ̂d)"),
-    max_interval_ms: float = typer.Option(None, help="override the settings' Δmax (pacing)"),
-    refine_ratio: float = typer.Option(0.0, help="> 0 adds the pd+refine mode with this ρ"),
-    temperature: float = typer.Option(0.0, help="0 = greedy (the default)"),
-    seed: int = typer.Option(0, help="prompts, arrivals, jitter and sampling seed"),
-    goodput: list[str] = typer.Option(
-        None, help="SLOs, e.g. --goodput ttft:2000 --goodput tpot:300"
-    ),
-    save_result: Path = typer.Option(None, help="write the result JSON here"),
-    plots: Path = typer.Option(None, help="write PNG plots into this folder"),
-    quick: bool = typer.Option(False, help="small preset: 64/256-token prompts, 32-token answers"),
-    virtual_devices: int = typer.Option(0, help="cloud load mode: M model-free virtual devices"),
-    device_prefill_tok_s: float = typer.Option(None, help="virtual devices' prefill rate"),
-    device_profile: Path = typer.Option(None, help="device profile JSON (`pdd profile device`)"),
-) -> None:
+@command_from(BenchOptions, on_error=lambda message: _fail(Console(), message))
+def bench_command(raw: BenchOptions) -> None:
     """Benchmark TTFT/TPOT and cloud cost of pd against device-only and cloud-only."""
     console = Console()
-    preset = QUICK if quick else FULL
     try:
-        opts = BenchOptions(
-            modes=modes, cloud=cloud, cloud_threads=cloud_threads, transport=transport,
-            model=model,
-            input_lens=_int_list(input_lens, "--input-lens") if input_lens else preset["input_lens"],
-            output_len=output_len or preset["output_len"],
-            num_prompts=num_prompts or preset["num_prompts"],
-            trace=trace, request_rate=request_rate, burstiness=burstiness,
-            max_concurrency=max_concurrency, device_slowdown=device_slowdown,
-            device_threads=device_threads,
-            network=NetworkEmulation(rtt_ms, jitter_ms, bandwidth_mbps, seed),
-            cloud_tokens=cloud_tokens, settings_path=settings, min_interval_ms=min_interval_ms,
-            max_interval_ms=max_interval_ms,
-            refine_ratio=refine_ratio,
-            temperature=temperature, seed=seed, goodput=list(goodput or []),
-            save_result=save_result, plots=plots, quick=quick, virtual_devices=virtual_devices,
-            device_prefill_tok_s=device_prefill_tok_s, device_profile=device_profile,
-        )  # fmt: skip
+        opts = raw.resolved()
+        console.print(f"[bold]{opts.emulation.describe()}[/bold]", highlight=False, soft_wrap=True)
         _validate(opts)
         if opts.virtual_devices:
             from .virtual_devices import run_virtual_devices
@@ -171,72 +57,6 @@ def _validate(opts: BenchOptions) -> None:
     parse_modes(opts.modes, opts.refine_ratio)
     parse_goodput(opts.goodput)
     opts.settings()
-    checks = [
-        (opts.output_len >= 1, "--output-len must be >= 1"),
-        (opts.num_prompts >= 1, "--num-prompts must be >= 1"),
-        (opts.max_concurrency >= 1, "--max-concurrency must be >= 1"),
-        (opts.device_slowdown >= 1, "--device-slowdown must be >= 1"),
-        (opts.request_rate > 0 and opts.burstiness > 0, "--request-rate, --burstiness must be > 0"),
-        (opts.virtual_devices >= 0, "--virtual-devices must be >= 0"),
-        (opts.cloud_tokens is None or opts.cloud_tokens >= 0, "--cloud-tokens must be >= 0"),
-        (opts.transport in (None, "http", "grpc"), "--transport must be http or grpc"),
-        (opts.max_interval_ms is None or opts.max_interval_ms > 0, "--max-interval-ms must be > 0"),
-        (
-            opts.min_interval_ms is None or opts.min_interval_ms >= 0,
-            "--min-interval-ms must be >= 0",
-        ),
-    ]
-    for is_ok, message in checks:
-        if not is_ok:
-            raise ValueError(message)
-
-
-def _fail(console: Console, message: str) -> None:
-    console.print(f"[red]error:[/red] {message}", highlight=False)
-    sys.exit(2)
-
-
-def load_requests(opts: BenchOptions, lm) -> list:
-    from .workloads import (
-        arrival_offsets,
-        check_context,
-        load_trace,
-        synthetic_requests,
-        trace_requests,
-    )
-
-    if opts.trace is not None:
-        requests = trace_requests(lm, load_trace(opts.trace), opts.seed)
-    else:
-        requests = synthetic_requests(
-            lm, opts.input_lens, opts.output_len, opts.num_prompts, opts.seed
-        )
-        offsets = arrival_offsets(len(requests), opts.request_rate, opts.burstiness, opts.seed)
-        requests = [replace(r, arrival_s=t) for r, t in zip(requests, offsets, strict=True)]
-    check_context(requests, lm.max_context)
-    return requests
-
-
-def load_device_model(opts: BenchOptions):
-    from common.model import load_model
-    from common.platform import select_platform, set_threads
-
-    set_threads(opts.device_threads)
-    return load_model(opts.model, select_platform("cpu"))
-
-
-@contextlib.contextmanager
-def cloud_url(opts: BenchOptions, console: Console, needs_cloud: bool, max_concurrent: int):
-    """The URL of ``--cloud``, or of an embedded cloud started for this run (None if unused)."""
-    if not needs_cloud or opts.cloud is not None:
-        yield opts.cloud
-        return
-    from device_client.embedded import embedded_cloud
-
-    console.print(f"[dim]starting an embedded cloud ({opts.cloud_threads} threads)...[/dim]")
-    args = ("--model", opts.model, "--max-concurrent", str(max(4, max_concurrent)))
-    with embedded_cloud(*args, threads=opts.cloud_threads) as proc:
-        yield proc.url(opts.transport or "http")
 
 
 def base_profiles(opts: BenchOptions, url: str | None, settings: SplitSettings) -> dict:
@@ -244,9 +64,10 @@ def base_profiles(opts: BenchOptions, url: str | None, settings: SplitSettings) 
 
     return {
         "device": {
+            "emulation": opts.emulation.name,
+            "slowdown": opts.emulation.slowdown,
             "model": opts.model,
             "threads": opts.device_threads,
-            "slowdown": opts.device_slowdown,
         },
         "cloud": {
             "url": url,

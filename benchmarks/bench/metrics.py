@@ -8,9 +8,11 @@ between two displayed tokens; max gap = the largest ITL (the handoff included).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
+
+from device_client.types import GenerationResult
 
 PERCENTILES = (50, 90, 99)
 LATENCY_METRICS = ("ttft", "tpot", "itl", "e2el", "max_gap")  # vLLM calls E2E latency "e2el"
@@ -19,86 +21,111 @@ SLO_METRICS = ("ttft", "tpot", "e2el", "max_gap")
 
 @dataclass
 class RequestRecord:
+    """One benchmark request in one mode: the SDK's ``GenerationResult`` (the per-answer metrics,
+    defined once there) plus what the benchmark adds (which request, mode, start, errors)."""
+
     index: int  # the request (same prompt in every mode)
     mode: str  # device | cloud | pd | pd+refine
     input_len: int
     output_len: int  # max_tokens asked for
     start_s: float  # when it started, seconds from the benchmark start
-    times_s: list[float]  # display time of each token, from the request start
-    token_ids: list[int]
-    sources: list[str]
-    handoff_index: int | None = None
-    cloud_tokens: int = 0
-    cloud_busy_s: float | None = None
-    kept_prompt_tokens: int | None = None
-    fallback: str | None = None
-    end_reason: str = ""
-    error: str | None = None  # the request failed outright (no answer)
+    result: GenerationResult | None = None  # None: the request failed outright
+    error: str | None = None  # why it failed (no answer)
     matches_device: bool | None = None  # same token ids as device-only for this request
     extra: dict = field(default_factory=dict)
 
     @property
+    def times_s(self) -> list[float]:
+        """Display time of each token, from the request start."""
+        return [t.time_s for t in self.result.tokens] if self.result else []
+
+    @property
+    def token_ids(self) -> list[int]:
+        return self.result.token_ids if self.result else []
+
+    @property
+    def sources(self) -> list[str]:
+        return list(self.result.sources) if self.result else []
+
+    @property
     def num_tokens(self) -> int:
-        return len(self.times_s)
+        return len(self.result.tokens) if self.result else 0
 
     @property
     def ttft_s(self) -> float | None:
-        return self.times_s[0] if self.times_s else None
+        return self.result.ttft_s if self.result else None
 
     @property
     def e2e_s(self) -> float | None:
-        return self.times_s[-1] if self.times_s else None
+        return self.result.e2e_s if self.result else None
 
     @property
     def itl_s(self) -> list[float]:
-        return [b - a for a, b in zip(self.times_s, self.times_s[1:], strict=False)]
+        return self.result.itl_s if self.result else []
 
     @property
     def tpot_s(self) -> float | None:
         """(E2E - TTFT) / (n - 1); None for a one-token answer."""
-        n = self.num_tokens
-        return (self.times_s[-1] - self.times_s[0]) / (n - 1) if n > 1 else None
+        return self.result.tpot_mean_s if self.result else None
 
     @property
     def max_gap_s(self) -> float | None:
-        return max(self.itl_s) if self.num_tokens > 1 else None
+        """The largest gap between two displayed tokens (max TPOT), handoff included."""
+        return self.result.tpot_max_s if self.result else None
+
+    @property
+    def handoff_index(self) -> int | None:
+        return self.result.handoff_index if self.result else None
+
+    @property
+    def cloud_tokens(self) -> int:
+        return self.result.cloud_tokens if self.result else 0
+
+    @property
+    def cloud_busy_s(self) -> float | None:
+        return self.result.cloud_busy_s if self.result else None
+
+    @property
+    def fallback(self) -> str | None:
+        return self.result.fallback if self.result else None
 
     @property
     def is_ok(self) -> bool:
         return self.error is None and self.num_tokens > 0
 
     def to_json(self) -> dict:
-        out = asdict(self)
-        out.update(
-            num_tokens=self.num_tokens,
-            ttft_ms=_ms(self.ttft_s),
-            tpot_ms=_ms(self.tpot_s),
-            max_gap_ms=_ms(self.max_gap_s),
-            e2el_ms=_ms(self.e2e_s),
-        )
-        return out
+        r = self.result
+        return {
+            "index": self.index,
+            "mode": self.mode,
+            "input_len": self.input_len,
+            "output_len": self.output_len,
+            "start_s": self.start_s,
+            "times_s": self.times_s,
+            "token_ids": self.token_ids,
+            "sources": self.sources,
+            "handoff_index": self.handoff_index,
+            "cloud_tokens": self.cloud_tokens,
+            "cloud_busy_s": self.cloud_busy_s,
+            "kept_prompt_tokens": r.kept_prompt_tokens if r else None,
+            "fallback": self.fallback,
+            "end_reason": r.end_reason if r else "",
+            "error": self.error,
+            "matches_device": self.matches_device,
+            "extra": self.extra,
+            "num_tokens": self.num_tokens,
+            "ttft_ms": _ms(self.ttft_s),
+            "tpot_ms": _ms(self.tpot_s),
+            "max_gap_ms": _ms(self.max_gap_s),
+            "e2el_ms": _ms(self.e2e_s),
+        }
 
 
 def record_from_result(
-    index: int, label: str, output_len: int, start_s: float, result
+    index: int, label: str, output_len: int, start_s: float, result: GenerationResult
 ) -> RequestRecord:
     """A record from a ``device_client`` ``GenerationResult``."""
-    return RequestRecord(
-        index=index,
-        mode=label,
-        input_len=result.prompt_tokens,
-        output_len=output_len,
-        start_s=start_s,
-        times_s=[t.time_s for t in result.tokens],
-        token_ids=result.token_ids,
-        sources=list(result.sources),
-        handoff_index=result.handoff_index,
-        cloud_tokens=result.cloud_tokens,
-        cloud_busy_s=result.cloud_busy_s,
-        kept_prompt_tokens=result.kept_prompt_tokens,
-        fallback=result.fallback,
-        end_reason=result.end_reason,
-    )
+    return RequestRecord(index, label, result.prompt_tokens, output_len, start_s, result)
 
 
 def _ms(seconds: float | None) -> float | None:

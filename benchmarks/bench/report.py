@@ -38,13 +38,60 @@ def summaries(records, slos_ms: dict[str, float]) -> tuple[dict, dict]:
     return modes, by_len
 
 
+def _bucket_text(bucket: dict) -> str:
+    lo, hi = 1000 * bucket["min_interval_s"], 1000 * bucket["max_interval_s"]
+    if not bucket.get("use_cloud", True):
+        what = "device-only"
+    elif not bucket.get("use_device", True):
+        what = "cloud-only"
+    else:
+        what = f"N={bucket['cloud_tokens']} ρ={bucket['refine_ratio']:g}"
+    return f"L<={bucket['max_prompt_len']}: {what}, Δ {lo:.0f}-{hi:.0f} ms"
+
+
+def profile_rows(profiles: dict) -> list[tuple[str, str]]:
+    """One readable line per group of ``profiles`` (the JSON keeps every field)."""
+    dev, cloud, net = profiles["device"], profiles["cloud"], profiles["network"]
+    rows = [
+        (
+            "device",
+            f"{dev['emulation']} emulation ({dev['slowdown']:g}x this machine), "
+            f"{dev['model']}, {dev['threads']} thread(s)",
+        ),
+        (
+            "cloud",
+            f"{cloud['url'] or '(not used)'}"
+            + (" embedded" if cloud["embedded"] else "")
+            + f", {cloud['transport']}, threads {cloud['threads']}",
+        ),
+        (
+            "network",
+            f"RTT {net['rtt_ms']:g} ms, jitter {net['jitter_ms']:g} ms, bandwidth "
+            + (f"{net['bandwidth_mbps']:g} Mbit/s" if net["bandwidth_mbps"] else "unlimited"),
+        ),
+    ]
+    split = profiles["split"]
+    buckets = split["settings"]["buckets"]
+    text = "; ".join(_bucket_text(b) for b in buckets)
+    if split["cloud_tokens"] is not None:
+        text = f"N={split['cloud_tokens']} for every prompt (--cloud-tokens); pacing: {text}"
+    reason = buckets[0].get("reason", "")
+    rows.append(("split", text + (f" ({reason})" if len(buckets) == 1 and reason else "")))
+    h = profiles["host"]
+    rows.append(
+        (
+            "host",
+            f"{h['machine']}, {h['cpu_count']} CPUs, load {h['load_avg_at_start'][0]}, "
+            f"Python {h['python']}, torch {h['torch']}",
+        )
+    )
+    return rows
+
+
 def print_profiles(console: Console, profiles: dict) -> None:
     table = Table(title="Profiles", show_header=False, title_justify="left")
-    for group, values in profiles.items():
-        text = (
-            ", ".join(f"{k}={v}" for k, v in values.items()) if isinstance(values, dict) else values
-        )
-        table.add_row(f"[bold]{group}[/bold]", str(text))
+    for group, text in profile_rows(profiles):
+        table.add_row(f"[bold]{group}[/bold]", text)
     console.print(table)
 
 

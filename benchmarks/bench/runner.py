@@ -97,10 +97,10 @@ async def _run_one(
             sampling=config.sampling,
         )
     except PDError as err:
+        error = f"{err.code}: {err.message}"
         return RequestRecord(
-            req.index, spec.label, req.input_len, req.output_len, start_s, [], [], [],
-            error=f"{err.code}: {err.message}",
-        )  # fmt: skip
+            req.index, spec.label, req.input_len, req.output_len, start_s, error=error
+        )
     record = record_from_result(req.index, spec.label, req.output_len, start_s, result)
     if result.mode.value != spec.mode:
         record.extra["ran_as"] = result.mode.value  # the settings sent it to the device alone

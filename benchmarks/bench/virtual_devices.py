@@ -21,8 +21,10 @@ from common.errors import PDError
 from common.messages import End, FirstToken, GenerateRequest, Token
 from common.timing_model import kept_prompt_len, load_profile
 from device_client.config import ClientConfig
+from device_client.types import DisplayedToken, GenerationResult, Mode
 
 from .metrics import RequestRecord, parse_goodput, summarize
+from .resources import cloud_url, load_device_model, load_requests
 from .workloads import BenchRequest
 
 DEFAULT_PREFILL_TOK_S = 480.0  # ARCHITECTURE §8, this CPU at 2 threads
@@ -43,7 +45,7 @@ class VirtualDeviceModel:
         return kept / self.prefill_tok_s
 
 
-async def _handoff_later(stream, received: list[int], delay_s: float, out: dict) -> None:
+async def _handoff_later(stream, received: list, delay_s: float, out: dict) -> None:
     await asyncio.sleep(delay_s)
     out["handoff_index"] = len(received)
     with contextlib.suppress(Exception):
@@ -59,36 +61,47 @@ async def virtual_request(
     request = GenerateRequest(
         prompt_ids=req.prompt_ids, max_tokens=req.output_len, cloud_tokens=budget
     )
-    record = RequestRecord(req.index, mode, req.input_len, req.output_len, 0.0, [], [], [])
+    record = RequestRecord(req.index, mode, req.input_len, req.output_len, 0.0)
     try:
         stream = await open_cloud_stream(request, config)
     except PDError as err:
         record.error = f"{err.code}: {err.message}"
         return record
-    received: list[int] = []
+    tokens: list[DisplayedToken] = []
     handoff: dict = {}
+    end: End | None = None
+    fallback = None
     timer = None
     if mode == "pd":
-        timer = asyncio.create_task(_handoff_later(stream, received, prefill_s, handoff))
+        timer = asyncio.create_task(_handoff_later(stream, tokens, prefill_s, handoff))
     try:
         async for event in stream.events():
             if isinstance(event, FirstToken | Token) and "handoff_index" not in handoff:
-                received.append(event.token_id)
-                record.times_s.append(time.monotonic() - t0)
+                now = time.monotonic() - t0
+                tokens.append(DisplayedToken(len(tokens), event.token_id, "", "cloud", now))
             elif isinstance(event, End):
-                record.cloud_busy_s, record.end_reason = event.usage.busy_s, event.reason.value
-                record.cloud_tokens = event.usage.completion_tokens
+                end = event
                 break
     except PDError as err:
-        record.fallback = f"{err.code}: {err.message}"
+        fallback = f"{err.code}: {err.message}"
     finally:
         if timer is not None:
             timer.cancel()
         await stream.aclose()
-    record.token_ids, record.sources = received, ["cloud"] * len(received)
-    record.handoff_index = handoff.get("handoff_index") if mode == "pd" else None
-    if record.handoff_index == 0 and record.error is None:  # the device beat the cloud
-        record.times_s, record.sources = [prefill_s], ["device"]
+    handoff_index = handoff.get("handoff_index") if mode == "pd" else None
+    if handoff_index == 0:  # the device beat the cloud; no model runs, so its token id is unknown
+        tokens = [DisplayedToken(0, -1, "", "device", prefill_s)]
+    record.result = GenerationResult(
+        mode=Mode.PD if mode == "pd" else Mode.CLOUD,
+        tokens=tokens,
+        prompt_tokens=req.input_len,
+        kept_prompt_tokens=req.input_len,
+        handoff_index=handoff_index,
+        cloud_tokens=end.usage.completion_tokens if end else 0,
+        cloud_busy_s=end.usage.busy_s if end else None,
+        fallback=fallback,
+        end_reason=end.reason.value if end else "",
+    )
     return record
 
 
@@ -137,7 +150,6 @@ def _device_model(opts) -> VirtualDeviceModel:
 
 def run_virtual_devices(opts, console) -> dict:
     """The cloud load mode of ``pdd bench``: cloud-only then pd, M devices each."""
-    from .command import cloud_url, load_device_model, load_requests
     from .report import print_mode, save_result
 
     device = _device_model(opts)

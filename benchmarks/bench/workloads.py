@@ -78,9 +78,6 @@ def load_trace(path: str | Path) -> list[TraceRequest]:
     )
 
 
-load_mooncake_trace = load_trace  # the name the bench and the simulator agreed on
-
-
 def arrival_offsets(
     num_requests: int, request_rate: float, burstiness: float, seed: int
 ) -> list[float]:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import typer
 
+from common.defaults import DEFAULT_MODEL
 from common.timing_model import (
     CloudProfile,
     DeviceProfile,
@@ -126,7 +127,7 @@ def _batch_row(loaded, batch: int, context: int, num_steps: int, slowdown: float
     model(
         input_ids=prompt.to(device),  # [B, ctx]
         attention_mask=torch.ones(batch, context, dtype=torch.long, device=device),
-        past_key_values=cache,
+        cache=cache,
         use_cache=True,
         logits_to_keep=1,
     )
@@ -139,7 +140,7 @@ def _batch_row(loaded, batch: int, context: int, num_steps: int, slowdown: float
                 input_ids=torch.full((batch, 1), 1000, device=device),  # [B, 1]
                 position_ids=torch.full((batch, 1), width - 1, device=device),
                 attention_mask=torch.ones(batch, width, dtype=torch.long, device=device),
-                past_key_values=cache,
+                cache=cache,
                 use_cache=True,
                 logits_to_keep=1,
             )
@@ -206,7 +207,7 @@ def build_profile(
 def profile_command(
     target: Target = typer.Argument(..., help="device or cloud"),
     output: Path = typer.Option(..., "-o", "--output", help="profile JSON to write"),
-    model: str = typer.Option("smollm2-135m", help="model alias or folder"),
+    model: str = typer.Option(DEFAULT_MODEL, help="model alias or folder"),
     threads: int = typer.Option(1, help="torch intra-op threads (cores are shared)"),
     device_slowdown: float = typer.Option(1.0, help="multiply measured times by K (>= 1)"),
     lengths: str = typer.Option("", help="comma-separated prompt lengths"),

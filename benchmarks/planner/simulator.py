@@ -21,6 +21,7 @@ from benchmarks.bench.workloads import load_trace
 from benchmarks.planner.sim_cloud import simulate_cloud
 from benchmarks.planner.sim_display import run_display
 from benchmarks.planner.tuning_inputs import parse_slo
+from cloud_server.config import EngineConfig
 from common.settings import SplitSettings
 from common.timing_model import (
     CloudProfile,
@@ -55,7 +56,9 @@ class Fleet:
     slo_ttft_s: float
     slo_tpot_s: float
     percentile: float = 90.0
-    prefill_chunk_tokens: int = 512  # the engine's chunked prefill (0: whole prompts first)
+    prefill_chunk_tokens: int = (
+        EngineConfig.prefill_chunk_tokens
+    )  # the engine's chunked prefill (0: whole prompts first)
 
 
 @dataclass(frozen=True)
@@ -277,7 +280,9 @@ def simulate_command(
     cloud_profile: Path = typer.Option(..., help="cloud profile JSON"),
     cloud_slots: int = typer.Option(8, min=1, help="K: requests the cloud runs at once"),
     prefill_chunk_tokens: int = typer.Option(
-        512, min=0, help="the engine's chunked prefill, as `pdd serve` (0: whole prompts)"
+        EngineConfig.prefill_chunk_tokens,
+        min=0,
+        help="the engine's chunked prefill, as `pdd serve` (0: whole prompts)",
     ),
     trace: Path = typer.Option(None, help="Mooncake JSONL trace (arrivals and lengths)"),
     request_rate: float = typer.Option(None, help="Poisson arrivals per second"),
@@ -321,7 +326,7 @@ def simulate_command(
         slo_tpot_s=tpot_s or d_tpot,
         percentile=percentile,
         **args,
-    )  # type: ignore[arg-type]
+    )
     typer.echo(
         f"{num_requests} requests, {len(devices)} device profile(s), K={cloud_slots}, SLO p{percentile:g} "
         f"TTFT <= {fleet.slo_ttft_s:.2f} s, max-TPOT <= {fleet.slo_tpot_s * 1e3:.0f} ms"

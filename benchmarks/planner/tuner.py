@@ -5,8 +5,9 @@ Per bucket (evaluated at its longest prompt, the worst case for catch-up):
 2. the device alone meets the TTFT SLO: device-only (no cloud time at all);
 3. otherwise pd: the least N with no stall at the handoff (timing model + margins), for each
    allowed refine ratio; keep the one with the least cloud busy seconds.
-Each bucket's ``reason`` names the constraint that binds; ``predictions`` (an extra top-level
-key) holds the timing model's handoff index, TTFT, max TPOT and cloud busy seconds per bucket.
+Each bucket's ``reason`` names the constraint that binds; ``predictions`` (typed as
+``common.settings.Prediction``) hold the timing model's handoff index, TTFT, max TPOT and cloud
+busy seconds per bucket.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import typer
 
 from benchmarks.planner.tuning_inputs import buckets_from_trace, load_quality, parse_slo
 from common.messages import MAX_REFINE_RATIO
-from common.settings import Bucket, SplitSettings
+from common.settings import Bucket, Prediction, SplitSettings
 from common.timing_model import (
     CloudProfile,
     DeviceProfile,
@@ -68,7 +69,7 @@ class TuneConfig:
 @dataclass(frozen=True)
 class Plan:
     bucket: Bucket
-    prediction: dict
+    prediction: Prediction
 
 
 def allowed_ratios(cfg: TuneConfig) -> tuple[list[float], str]:
@@ -128,7 +129,7 @@ def _budget(
 
 def predict(
     prompt_len: int, n: int, ratio: float, dev: DeviceProfile, cloud: CloudProfile, cfg
-) -> dict:
+) -> Prediction:
     """What the timing model expects a live pd run of this bucket to show."""
     tau_d, lo, _, hi = _pacing(dev, prompt_len, cfg)
     t0 = ttft_pd(prompt_len, cloud, cfg.network)
@@ -169,13 +170,14 @@ def _cloud_only(L: int, dev, cloud: CloudProfile, cfg: TuneConfig, tau_d: float)
         max_interval_s=tpot,
         reason=f"cloud-only: device τd {tau_d * 1e3:.0f} ms > TPOT SLO {tpot * 1e3:.0f} ms",
     )
+    busy = cloud_busy_s(L, cfg.output_len, cloud)  # 1 + N = O tokens, as cloud-only counts
     pred = {
         "max_prompt_len": L,
         "handoff_index": n,
         "ttft_s": ttft_pd(L, cloud, cfg.network),
         "max_tpot_s": tau_c,
-        "cloud_busy_s": cloud_busy_s(L, 1 + n, cloud),
-        "cloud_only_busy_s": cloud_busy_s(L, n, cloud),
+        "cloud_busy_s": busy,
+        "cloud_only_busy_s": busy,  # the plan is cloud-only: the same request, the same cost
     }
     return Plan(bucket, pred)
 
@@ -313,11 +315,11 @@ def tune_command(
             quality=quality,
             quality_floor=quality_floor,
         )
-        settings = tune(dev, cloud, cfg)  # type: ignore[arg-type]
+        settings = tune(dev, cloud, cfg)
     except (ProfileError, InfeasibleError, ValueError, OSError) as exc:
         raise _fail(str(exc)) from None
     settings.save(output)
-    for bucket, pred in zip(settings.buckets, settings.predictions, strict=False):  # type: ignore[attr-defined]
+    for bucket, pred in zip(settings.buckets, settings.predictions, strict=True):
         typer.echo(
             f"L<={bucket.max_prompt_len:5d} cloud={bucket.use_cloud!s:5} N={bucket.cloud_tokens:4d}"
             f" rho={bucket.refine_ratio:.2f} Δ=[{bucket.min_interval_s * 1e3:.0f},"

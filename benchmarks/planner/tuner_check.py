@@ -1,13 +1,14 @@
 """Tuner predictions against live ``pdd bench`` runs, and tuned settings against fixed budgets.
 
-    python -m benchmarks.planner.tuner_check --settings settings.json --tuned tuned.json \
+    pdd tuner-check --settings settings.json --tuned tuned.json \
         [--fixed N16=fixed16.json --fixed N64=fixed64.json]
 
 ``--tuned`` is a ``pdd bench --save-result`` run made with ``--settings settings.json``. For each
 prompt length it prints the tuner's predicted handoff index, TTFT and cloud busy seconds beside
 the measured pd medians (issue 5's 20% check). With ``--fixed`` it adds, per length, each run's
-median TTFT, stall rate (share of pd answers whose largest gap exceeds the settings' Δmax by
-half) and median cloud busy seconds, so tuned and fixed budgets compare on one table.
+median TTFT, stall rate (share of pd answers whose largest gap is a stall,
+``common.timing_model.is_stall``) and median cloud busy seconds, so tuned and fixed budgets
+compare on one table.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from common.settings import SplitSettings
+from common.settings import Prediction, SplitSettings
+from common.timing_model import is_stall
 
 PD_MODES = ("pd",)
-STALL_FACTOR = 1.5  # a gap above 1.5 x Δmax counts as a stall
 
 
 def _pd_requests(result: dict) -> dict[int, list[dict]]:
@@ -43,8 +44,8 @@ def measured(result: dict, settings: SplitSettings) -> dict[int, dict]:
     """Per prompt length: median handoff index, TTFT, cloud busy s and the stall rate."""
     out = {}
     for length, reqs in sorted(_pd_requests(result).items()):
-        max_gap = settings.bucket_for(length).max_interval_s * STALL_FACTOR
-        stalls = [r["max_gap_ms"] is not None and r["max_gap_ms"] / 1e3 > max_gap for r in reqs]
+        max_interval_s = settings.bucket_for(length).max_interval_s
+        stalls = [is_stall(_seconds(r["max_gap_ms"]), max_interval_s) for r in reqs]
         out[length] = {
             "handoff_index": _median(
                 [
@@ -60,9 +61,12 @@ def measured(result: dict, settings: SplitSettings) -> dict[int, dict]:
     return out
 
 
-def predicted(settings_path: Path) -> dict[int, dict]:
-    raw = json.loads(settings_path.read_text())
-    return {p["max_prompt_len"]: p for p in raw.get("predictions", [])}
+def _seconds(ms: float | None) -> float | None:
+    return None if ms is None else ms / 1e3
+
+
+def predicted(settings: SplitSettings) -> dict[int, Prediction]:
+    return {p["max_prompt_len"]: p for p in settings.predictions}
 
 
 def _err(pred: float | None, meas: float | None) -> str:
@@ -73,8 +77,8 @@ def _err(pred: float | None, meas: float | None) -> str:
     return f"[{colour}]{100 * rel:+.0f}%[/{colour}]"
 
 
-def prediction_table(settings_path: Path, live: dict[int, dict]) -> Table:
-    preds = predicted(settings_path)
+def prediction_table(settings: SplitSettings, live: dict[int, dict]) -> Table:
+    preds = predicted(settings)
     table = Table(title="Tuner prediction vs measured pd median (within 20% = green)")
     for col in (
         "prompt",
@@ -86,7 +90,6 @@ def prediction_table(settings_path: Path, live: dict[int, dict]) -> Table:
         "err",
     ):
         table.add_column(col, justify="right")
-    settings = SplitSettings.load(settings_path)
     for length, meas in live.items():
         pred = preds.get(settings.bucket_for(length).max_prompt_len, {})
         row = [str(length)]
@@ -117,15 +120,12 @@ def comparison_table(runs: dict[str, dict[int, dict]]) -> Table:
     return table
 
 
-app = typer.Typer(add_completion=False)
-
-
-@app.command()
-def main(
+def tuner_check_command(
     settings: Path = typer.Option(..., help="the tuner's settings JSON (with predictions)"),
     tuned: Path = typer.Option(..., help="pdd bench result run with --settings SETTINGS"),
     fixed: list[str] = typer.Option([], help="NAME=RESULT.json of a run with fixed settings"),
 ) -> None:
+    """Tuner predictions against live `pdd bench` runs; tuned settings against fixed budgets."""
     console = Console(width=140)
     try:
         split = SplitSettings.load(settings)
@@ -133,13 +133,13 @@ def main(
         for spec in fixed:
             name, _, path = spec.partition("=")
             runs[name] = measured(json.loads(Path(path).read_text()), split)
-    except (OSError, ValueError, KeyError) as err:
+    except (OSError, ValueError, KeyError) as err:  # a pydantic ValidationError is a ValueError
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(2) from None
-    console.print(prediction_table(settings, runs["tuned"]))
+    console.print(prediction_table(split, runs["tuned"]))
     if len(runs) > 1:
         console.print(comparison_table(runs))
 
 
-if __name__ == "__main__":
-    app()
+if __name__ == "__main__":  # python -m benchmarks.planner.tuner_check: the same as pdd tuner-check
+    typer.run(tuner_check_command)

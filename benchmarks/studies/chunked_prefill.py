@@ -1,6 +1,7 @@
 """Chunked prefill: how long a long prompt's prefill pauses the streams already decoding.
 
-    python -m benchmarks.studies.chunked_prefill [--threads 2] [--prompt-tokens 2048] [--chunks 0,128,256,512,1024]
+    pdd study chunked-prefill [--threads 2] [--prompt-tokens 2048] [--chunks 0,128,256,512,1024]
+    (or python -m benchmarks.studies.chunked_prefill, the same options)
 
 Runs the real engine (worker thread, real model) in this process, once per chunk size, same
 requests: ``--num-decoding`` requests decode while a ``--prompt-tokens`` prompt arrives. Reported
@@ -11,7 +12,6 @@ sees as a stall in the cloud's stream), the long prompt's TTFT, and both as rati
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import random
 import time
@@ -24,6 +24,7 @@ from common.model import load_model
 from common.platform import set_threads
 
 from .engine_scaling import DECODE_PROMPT, request, timed_events
+from .options import ChunkedPrefillOptions, fail
 
 
 async def one_run(engine: Engine, long_ids: list[int], num_decoding: int) -> tuple[float, float]:
@@ -47,7 +48,7 @@ async def one_run(engine: Engine, long_ids: list[int], num_decoding: int) -> tup
     return max(gaps), ttft
 
 
-async def main_async(args: argparse.Namespace) -> None:
+async def main_async(args: ChunkedPrefillOptions) -> None:
     set_threads(args.threads)
     loaded = load_model()
     long_ids = PromptMaker(loaded).make(args.prompt_tokens, random.Random(0))
@@ -72,16 +73,13 @@ async def main_async(args: argparse.Namespace) -> None:
         )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--prompt-tokens", type=int, default=2048)
-    parser.add_argument("--num-decoding", type=int, default=4)
-    parser.add_argument(
-        "--chunks", default="0,128,256,512,1024", help="chunk sizes; the first is the base"
-    )
-    asyncio.run(main_async(parser.parse_args()))
-
-
 if __name__ == "__main__":
-    main()
+    import typer
+
+    from common.cli_options import command_from
+
+    typer.run(
+        command_from(ChunkedPrefillOptions, on_error=fail)(
+            lambda options: asyncio.run(main_async(options))
+        )
+    )

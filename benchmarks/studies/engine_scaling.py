@@ -1,6 +1,7 @@
 """Engine scaling: batched decode throughput (8 concurrent vs 1) and TTFT under decode load.
 
-    python -m benchmarks.studies.engine_scaling [--threads 2] [--num-concurrent 8] [--decode-tokens 48]
+    pdd study engine-scaling [--threads 2] [--num-concurrent 8] [--decode-tokens 48]
+    (or python -m benchmarks.studies.engine_scaling, the same options)
 
 Runs the real engine (worker thread, real model) in this process. Decode throughput is measured
 in the steady window where every request is decoding (after the last first token, before the
@@ -10,7 +11,6 @@ first end), so prefills do not count. TTFT under load: a new request arrives whi
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import statistics
 import time
@@ -20,6 +20,8 @@ from cloud_server.engine import Engine
 from common.messages import End, FirstToken, GenerateRequest, Token
 from common.model import load_model
 from common.platform import set_threads
+
+from .options import EngineScalingOptions, fail
 
 DECODE_PROMPT = "Once upon a time"
 TTFT_PROMPT = " ".join(["The quick brown fox jumps over the lazy dog."] * 12)  # ~130 tokens
@@ -71,7 +73,7 @@ async def ttft_under_load(engine: Engine, num_load: int, num_tokens: int, num_pr
     return out
 
 
-async def main_async(args: argparse.Namespace) -> None:
+async def main_async(args: EngineScalingOptions) -> None:
     set_threads(args.threads)
     loaded = load_model()
     engine = Engine(loaded, EngineConfig(max_concurrent_requests=args.num_concurrent + 1))
@@ -89,7 +91,7 @@ async def main_async(args: argparse.Namespace) -> None:
     report(args, rate_1, rate_n, statistics.median(idle), statistics.median(loaded_ttft))
 
 
-def report(args: argparse.Namespace, rate_1: float, rate_n: float, idle: float, busy: float):
+def report(args: EngineScalingOptions, rate_1: float, rate_n: float, idle: float, busy: float):
     n = args.num_concurrent
     print(f"threads={args.threads} decode_tokens={args.decode_tokens} probes={args.num_probes}")
     print(f"{'metric':<34}{'1 / idle':>12}{f'{n} / loaded':>14}{'ratio':>9}{'target':>10}")
@@ -103,14 +105,13 @@ def report(args: argparse.Namespace, rate_1: float, rate_n: float, idle: float, 
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--num-concurrent", type=int, default=8)
-    parser.add_argument("--decode-tokens", type=int, default=48)
-    parser.add_argument("--num-probes", type=int, default=5)
-    asyncio.run(main_async(parser.parse_args()))
-
-
 if __name__ == "__main__":
-    main()
+    import typer
+
+    from common.cli_options import command_from
+
+    typer.run(
+        command_from(EngineScalingOptions, on_error=fail)(
+            lambda options: asyncio.run(main_async(options))
+        )
+    )

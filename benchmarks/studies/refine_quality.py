@@ -1,6 +1,7 @@
 """Prompt refinement: what it saves on the device and what it costs in answer quality.
 
-    python -m benchmarks.studies.refine_quality [--quick] [--save-result out.json]
+    pdd study refine-quality [--quick] [--save-result out.json]
+    (or python -m benchmarks.studies.refine_quality, the same options)
 
 For each prompt of ``benchmarks/data/prompts.json``: the cloud prefill runs once under
 ``Refiner.capture()``; the device then prefills all tokens (the reference answer) and, for each
@@ -13,9 +14,7 @@ and answered, and the handoff index / cloud tokens saved from the timing model.
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -30,9 +29,11 @@ from cloud_server.refine import RefineConfig, Refiner, num_kept
 from common.forward import forward_tokens, new_cache
 from common.model import LoadedModel, load_model
 from common.platform import set_threads
+from common.timing_model import min_safe_budget
 
+from .options import RefineStudyOptions, fail
 from .refine_timing import (
-    apply_prefill_curve,
+    curve_time,
     prefill_curve,
     prefill_saving,
     scoring_overhead,
@@ -92,7 +93,7 @@ def _loglik(model, logits, cache, next_pos: int, reference: list[int]) -> float:
             input_ids=torch.tensor([ref[:-1]]),  # [1, n-1]
             position_ids=torch.arange(next_pos, next_pos + len(ref) - 1)[None],  # [1, n-1]
             attention_mask=torch.ones(1, past + len(ref) - 1, dtype=torch.long),
-            past_key_values=cache,
+            cache=cache,
             use_cache=True,
         )
         logp = torch.log_softmax(out.logits[0].float(), -1)  # [n-1, vocab]
@@ -127,7 +128,7 @@ class Row:
     refine_ratio: float
     num_prompt: int
     num_kept: int
-    prefill_s: float  # process CPU seconds
+    prefill_s: float  # wall-clock seconds (from the measured prefill curve)
     prefill_saved: float  # 1 - prefill_s / full prefill_s
     agreement_32: float
     rouge_l: float
@@ -193,21 +194,31 @@ def _row(loaded, prompt, method, rho, kept, ids, run: Run, full: Run) -> Row:
 # ---------------------------------------------------------------- timing model
 
 
-def add_handoff_estimates(rows: list[Row], args: argparse.Namespace) -> None:
+def apply_prefill_curve(rows: list[Row], curve: dict) -> None:
+    """Prefill time saved per row from the measured curve: one prompt's single-shot timing is
+    mostly noise on a shared machine (kept in ``extra``)."""
+    for row in rows:
+        full_s = curve_time(curve, row.num_prompt)
+        row.prefill_s = curve_time(curve, row.num_kept)
+        row.prefill_saved = 1.0 - row.prefill_s / full_s
+
+
+def add_handoff_estimates(rows: list[Row], opts: RefineStudyOptions) -> None:
     """Handoff index m and cloud tokens saved, from the timing model on a nominal device.
 
-    Tpd(n) = n / device_prefill_tok_s scaled by the measured saving, tau_d = device_decode_s,
-    display interval = tau_d, TTFT(pd) = RTT + Tpd(L) / cloud_speedup, and
-    m = ceil((Tpd(kept) + tau_d - TTFT) / tau_d); absorbing the m shown tokens is ignored.
+    Tpd(n) = n / device_prefill_tok_s scaled by the measured saving, τd = device_decode_s,
+    TTFT(pd) = RTT + Tpd(L) / cloud_speedup, and m = the cloud tokens shown τd apart until the
+    device's first own token: ARCHITECTURE §2's no-stall budget at Δ = τd
+    (``timing_model.min_safe_budget``); absorbing the m shown tokens is ignored.
     Cloud tokens saved = m(rho = 0) - m(rho): the device catches up sooner by the prefill time saved.
     """
-    tau_d = args.device_decode_s
+    tau_d = opts.device_decode_s
     for row in rows:
-        full_s = row.num_prompt / args.device_prefill_tok_s  # [s] Tpd(L)
+        full_s = row.num_prompt / opts.device_prefill_tok_s  # [s] Tpd(L)
         kept_s = full_s * (1.0 - row.prefill_saved)  # [s] Tpd((1 - rho) L)
-        ttft = args.rtt_ms / 1000 + full_s / args.cloud_speedup
-        m_full = max(0, math.ceil((full_s + tau_d - ttft) / tau_d))
-        row.handoff_index = max(0, math.ceil((kept_s + tau_d - ttft) / tau_d))
+        ttft = opts.rtt_ms / 1000 + full_s / opts.cloud_speedup
+        m_full = min_safe_budget(ttft, full_s, tau_d, tau_d)
+        row.handoff_index = min_safe_budget(ttft, kept_s, tau_d, tau_d)
         row.cloud_tokens_saved = m_full - row.handoff_index
 
 
@@ -280,68 +291,43 @@ def print_report(console: Console, summary: list[dict], timing: dict, overhead: 
 # ---------------------------------------------------------------- main
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="smollm2-135m")
-    p.add_argument("--ratios", type=float, nargs="+", default=[0.25, 0.5, 0.75])
-    p.add_argument("--max-new-tokens", type=int, default=40)
-    p.add_argument("--limit", type=int, default=None, help="first N prompts only")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=3, help="timing repeats (fastest kept)")
-    p.add_argument("--cloud-speedup", type=float, default=10.0, help="Tpc = Tpd(L) / this")
-    p.add_argument("--device-prefill-tok-s", type=float, default=480.0, help="nominal device")
-    p.add_argument("--device-decode-s", type=float, default=0.062, help="nominal device tau_d")
-    p.add_argument("--rtt-ms", type=float, default=50.0)
-    p.add_argument("--quick", action="store_true", help="4 prompts, 24 new tokens, 1 repeat")
-    p.add_argument("--save-result", type=Path, default=None, help="write the JSON here")
-    defaults = RefineConfig()
-    p.add_argument("--window", type=int, default=defaults.window, help="W: scoring queries")
-    p.add_argument("--pool-kernel", type=int, default=defaults.pool_kernel, help="odd width")
-    p.add_argument(
-        "--score-layers", default=None, help="comma-separated layer indices (default: 4 spread)"
+def refine_config(opts: RefineStudyOptions) -> RefineConfig:
+    """The product's refinement config with the study's sweep overrides."""
+    base = RefineConfig()
+    return RefineConfig(
+        opts.score_layers,
+        window=base.window if opts.window is None else opts.window,
+        pool_kernel=base.pool_kernel if opts.pool_kernel is None else opts.pool_kernel,
     )
-    args = p.parse_args(argv)
-    if args.pool_kernel < 1 or args.pool_kernel % 2 == 0:
-        p.error("--pool-kernel must be a positive odd number")
-    if args.score_layers is not None:
-        try:
-            args.score_layers = tuple(int(x) for x in args.score_layers.split(","))
-        except ValueError:
-            p.error(f"--score-layers {args.score_layers!r}: give layer numbers like 20,23,26,29")
-    if args.quick:
-        args.limit, args.max_new_tokens, args.repeats = args.limit or 4, 24, 1
-    return args
 
 
-def main(argv=None) -> dict:
-    args = parse_args(argv)
+def main(opts: RefineStudyOptions) -> dict:
     console = Console(width=150)  # the table stays readable in logs and pipes
-    set_threads(args.threads)
-    loaded = load_model(args.model)
-    config = RefineConfig(args.score_layers, window=args.window, pool_kernel=args.pool_kernel)
-    refiner = Refiner(loaded.model, loaded.tokenizer, config)
-    prompts = mixed_order(load_prompts())[: args.limit]
-    overhead = scoring_overhead(loaded, refiner, 1024, max(args.repeats, 3))
-    timing = prefill_saving(loaded, refiner, 2048, args.ratios, args.repeats)
-    curve = prefill_curve(loaded, repeats=args.repeats)
+    set_threads(opts.threads)
+    loaded = load_model(opts.model)
+    refiner = Refiner(loaded.model, loaded.tokenizer, refine_config(opts))
+    prompts = mixed_order(load_prompts())[: opts.limit]
+    overhead = scoring_overhead(loaded, refiner, 1024, max(opts.repeats, 3))
+    timing = prefill_saving(loaded, refiner, 2048, opts.ratios, opts.repeats)
+    curve = prefill_curve(loaded, repeats=opts.repeats)
     rows: list[Row] = []
     for i, prompt in enumerate(prompts):
         start = time.perf_counter()
-        rows += evaluate_prompt(loaded, refiner, prompt, args.ratios, args.max_new_tokens)
+        rows += evaluate_prompt(loaded, refiner, prompt, opts.ratios, opts.max_new_tokens)
         console.log(f"{i + 1}/{len(prompts)} {prompt.id}: {time.perf_counter() - start:.1f} s")
-        result = _result(args, rows, timing, overhead, curve)  # saved after every prompt
-        if args.save_result:
-            args.save_result.write_text(json.dumps({**result, "num_done": i + 1}, indent=1))
+        result = _result(opts, rows, timing, overhead, curve)  # saved after every prompt
+        if opts.save_result:
+            opts.save_result.write_text(json.dumps({**result, "num_done": i + 1}, indent=1))
     print_report(console, result["summary"], timing, overhead)
     return result
 
 
-def _result(args, rows: list[Row], timing: dict, overhead: dict, curve: dict) -> dict:
+def _result(opts, rows: list[Row], timing: dict, overhead: dict, curve: dict) -> dict:
     apply_prefill_curve(rows, curve)
     tau_d = statistics.median(r.extra["decode_s_per_token"] for r in rows if r.method == "full")
-    add_handoff_estimates(rows, args)
+    add_handoff_estimates(rows, opts)
     return {
-        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(opts).items()},
         "threads": torch.get_num_threads(),
         "measured_decode_s_per_token_wall": tau_d,
         "prompt_tokens": [r.num_prompt for r in rows if r.method == "full"],
@@ -354,4 +340,8 @@ def _result(args, rows: list[Row], timing: dict, overhead: dict, curve: dict) ->
 
 
 if __name__ == "__main__":
-    main()
+    import typer
+
+    from common.cli_options import command_from
+
+    typer.run(command_from(RefineStudyOptions, on_error=fail)(lambda opts: main(opts.resolved())))

@@ -7,16 +7,12 @@ mostly noise); ``benchmarks.studies.refine_quality`` calls these and reports the
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from benchmarks.data.refine_prompts import DATA
 from common.forward import forward_tokens, new_cache
 from common.model import LoadedModel
-
-if TYPE_CHECKING:
-    from .refine_quality import Row
 
 
 def timed_prefill(model, ids: list[int], positions: list[int]):
@@ -56,15 +52,6 @@ def prefill_curve(loaded, lengths=(128, 256, 512, 1024, 1536, 2048), repeats: in
 def curve_time(curve: dict, num_tokens: int) -> float:
     """Tpd(n), linear between the measured lengths (and through 0)."""
     return float(np.interp(num_tokens, [0, *curve], [0.0, *curve.values()]))
-
-
-def apply_prefill_curve(rows: list[Row], curve: dict) -> None:
-    """Prefill time saved per row from the measured curve: one prompt's single-shot timing is
-    mostly noise on a shared machine (kept in ``extra``)."""
-    for row in rows:
-        full_s = curve_time(curve, row.num_prompt)
-        row.prefill_s = curve_time(curve, row.num_kept)
-        row.prefill_saved = 1.0 - row.prefill_s / full_s
 
 
 def scoring_overhead(loaded, refiner, num_tokens: int, repeats: int) -> dict:
@@ -107,6 +94,3 @@ def prefill_saving(loaded, refiner, num_tokens: int, ratios, repeats: int) -> di
     for entry in result["ratios"].values():
         entry["prefill_saved"] = 1.0 - entry["prefill_s"] / full_s
     return result
-
-
-# ---------------------------------------------------------------- report

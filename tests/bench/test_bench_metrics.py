@@ -98,7 +98,7 @@ def test_goodput_spec_errors_name_the_item(bad):
 
 
 def test_failed_request_counts_as_failed_not_good():
-    failed = RequestRecord(0, "pd", 64, 8, 0.0, [], [], [], error="overloaded: busy")
+    failed = RequestRecord(0, "pd", 64, 8, 0.0, error="overloaded: busy")
     s = summarize([failed, record([0.1, 0.2])], {"ttft": 1000.0})
     assert s["failed"] == 1 and s["completed"] == 1
     assert s["goodput_fraction"] == pytest.approx(0.5)

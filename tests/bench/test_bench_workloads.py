@@ -14,7 +14,7 @@ from benchmarks.bench.workloads import (
     PromptMaker,
     arrival_offsets,
     check_context,
-    load_mooncake_trace,
+    load_trace,
 )
 
 SHIPPED = Path(__file__).parents[2] / "benchmarks" / "data" / "trace_small.jsonl"
@@ -27,7 +27,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_shipped_trace_loads_sorted_from_zero():
-    trace = load_mooncake_trace(SHIPPED)
+    trace = load_trace(SHIPPED)
     assert len(trace) >= 5
     assert trace[0].timestamp_ms == 0
     assert [t.timestamp_s for t in trace] == sorted(t.timestamp_s for t in trace)
@@ -38,7 +38,7 @@ def test_trace_ignores_extra_keys_and_rebases_time(tmp_path):
         {"timestamp": 5000, "input_length": 10, "output_length": 2, "hash_ids": [1]},
         {"timestamp": 3000, "input_length": 20, "output_length": 4},
     ]
-    trace = load_mooncake_trace(write(tmp_path, "\n".join(json.dumps(r) for r in rows)))
+    trace = load_trace(write(tmp_path, "\n".join(json.dumps(r) for r in rows)))
     assert [(t.timestamp_ms, t.input_length) for t in trace] == [(0, 20), (2000, 10)]
 
 
@@ -53,12 +53,12 @@ def test_trace_ignores_extra_keys_and_rebases_time(tmp_path):
 )
 def test_trace_errors_name_the_line(tmp_path, text, match):
     with pytest.raises(ValueError, match=match):
-        load_mooncake_trace(write(tmp_path, text))
+        load_trace(write(tmp_path, text))
 
 
 def test_missing_trace_file_is_a_value_error(tmp_path):
     with pytest.raises(ValueError, match="cannot read"):
-        load_mooncake_trace(tmp_path / "nope.jsonl")
+        load_trace(tmp_path / "nope.jsonl")
 
 
 def test_arrivals_all_at_once_or_gamma():

@@ -30,7 +30,7 @@ def make_seq(loop: asyncio.AbstractEventLoop, request_id: str) -> Sequence:
         prompt_ids=[1, 2, 3],
         max_new_tokens=4,
         mailbox=Mailbox(loop),
-        detokenizer=None,  # type: ignore[arg-type]  # not used by the scheduler
+        detokenizer=None,  # not used by the scheduler
         arrival_s=0.0,
     )
 

@@ -29,6 +29,98 @@ def _imports(package: str) -> set[str]:
     return found & set(PACKAGES)
 
 
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Module -> our modules it imports, anywhere in the file (lazy imports in functions too)."""
+    files = {
+        _module_name(path): path
+        for package in PACKAGES
+        for path in (ROOT / package).rglob("*.py")
+        if "proto" not in path.parts
+    }
+    graph: dict[str, set[str]] = {}
+    for name, path in files.items():
+        is_package = path.name == "__init__.py"
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = name.split(".")[: len(name.split(".")) - node.level + is_package]
+                    base = ".".join([*anchor, *([base] if base else [])])
+                # ``from pkg import mod`` imports the module pkg.mod when there is one
+                targets = [f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in files]
+                targets = targets or [base]
+            else:
+                continue
+            edges |= {t for t in targets if t in files and t != name}
+        graph[name] = edges
+    return graph
+
+
+def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt) :] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_no_import_cycles_even_through_lazy_imports():
+    graph = _import_graph()
+    assert len(graph) > 50 and "benchmarks.bench.resources" in graph["benchmarks.bench.command"]
+    cycle = _find_cycle(graph)
+    assert cycle is None, " -> ".join(cycle or [])
+
+
+def test_the_cycle_finder_finds_a_lazy_cycle():
+    assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_no_type_ignores_without_a_type_checker():
+    offenders = [
+        f"{path.relative_to(ROOT)}:{i}"
+        for package in (*PACKAGES, "tests")
+        for path in (ROOT / package).rglob("*.py")
+        if "proto" not in path.parts
+        for i, line in enumerate(path.read_text().splitlines(), 1)
+        if "# type: " + "ignore" in line
+    ]
+    assert offenders == [], "no type checker runs here: drop the comment or fix the code"
+
+
+def test_forward_passes_use_the_current_cache_argument():
+    # transformers 5.24 deprecates ``past_key_values=`` (removed in 5.40): the argument is ``cache``
+    offenders = [
+        str(path.relative_to(ROOT))
+        for package in PACKAGES
+        for path in (ROOT / package).rglob("*.py")
+        if "past_key_values" + "=" in path.read_text()
+    ]
+    assert offenders == []
+
+
 def test_dependency_rule():
     assert _imports("common") == set(), "common imports nothing of ours"
     assert "device_client" not in _imports("cloud_server")

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import json
+
 import pytest
+from pydantic import ValidationError
 from tuner_profiles import fast_cloud, slow_device
 
 from benchmarks.planner.tuner import (
@@ -13,7 +16,7 @@ from benchmarks.planner.tuner import (
 )
 from benchmarks.planner.tuning_inputs import load_quality
 from common.settings import SplitSettings
-from common.timing_model import NetworkProfile, catch_up_time, ttft_pd
+from common.timing_model import NetworkProfile, catch_up_time, cloud_busy_s, ttft_pd
 
 
 def _tune(**kw) -> SplitSettings:
@@ -61,6 +64,14 @@ def test_tpot_slo_below_device_rhythm_forces_cloud_only():
     assert "cloud-only" in bucket.reason and "TPOT SLO 100 ms" in bucket.reason
 
 
+def test_a_cloud_only_bucket_costs_what_cloud_only_costs():
+    # The plan is the cloud answering all O tokens: its cost and the cloud-only baseline it is
+    # compared with are the same request (they once differed by one token, O - 1 against O).
+    pred = _tune(slo=Slo(ttft_s=1.0, tpot_s=0.1), input_lens=[1024]).predictions[0]
+    assert pred["cloud_busy_s"] == pytest.approx(pred["cloud_only_busy_s"])
+    assert pred["cloud_only_busy_s"] == pytest.approx(cloud_busy_s(1024, 256, fast_cloud()))
+
+
 def test_infeasible_slos_name_the_constraint():
     with pytest.raises(InfeasibleError, match="infeasible ttft constraint") as err:
         _tune(slo=Slo(ttft_s=0.3))  # the cloud needs 0.57 s at 1024 tokens
@@ -87,7 +98,10 @@ def test_settings_file_validates_against_the_schema(tmp_path):
     loaded = SplitSettings.load(path)
     assert [b.max_prompt_len for b in loaded.buckets] == [64, 512, 1024]
     assert loaded.bucket_for(700).max_prompt_len == 1024
-    extra = loaded.model_extra or {}
-    assert len(extra["predictions"]) == 3
-    assert {"handoff_index", "ttft_s", "cloud_busy_s"} <= set(extra["predictions"][2])
-    assert extra["tuner"]["device_profile"]["meta"]["name"] == "slow"
+    assert len(loaded.predictions) == 3
+    assert {"handoff_index", "ttft_s", "cloud_busy_s"} <= set(loaded.predictions[2])
+    assert loaded.tuner["device_profile"]["meta"]["name"] == "slow"
+    raw = json.loads(path.read_text())
+    del raw["predictions"][0]["ttft_s"]
+    with pytest.raises(ValidationError, match="ttft_s"):  # predictions are typed, not free-form
+        SplitSettings.model_validate(raw)

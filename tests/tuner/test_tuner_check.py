@@ -6,7 +6,8 @@ import json
 
 from typer.testing import CliRunner
 
-from benchmarks import tuner_check
+from benchmarks.cli import app
+from benchmarks.planner import tuner_check
 from common.settings import Bucket, SplitSettings
 
 DELTA_MAX = 0.2  # s: a gap above 1.5 x this is a stall
@@ -52,14 +53,21 @@ def test_cli_prints_predictions_and_the_comparison(tmp_path):
     settings_path = tmp_path / "settings.json"
     raw = _settings().model_dump(mode="json")
     raw["predictions"] = [
-        {"max_prompt_len": 1024, "handoff_index": 20, "ttft_s": 1.5, "cloud_busy_s": 1.0}
+        {
+            "max_prompt_len": 1024,
+            "handoff_index": 20,
+            "ttft_s": 1.5,
+            "max_tpot_s": 0.2,
+            "cloud_busy_s": 1.0,
+            "cloud_only_busy_s": 3.0,
+        }
     ]
     settings_path.write_text(json.dumps(raw))
     tuned, fixed = tmp_path / "tuned.json", tmp_path / "fixed.json"
     tuned.write_text(json.dumps({"requests": [_request("pd", 0.2, 1.0)]}))
     fixed.write_text(json.dumps({"requests": [_request("pd", 0.9, 0.5)]}))
     args = ["--settings", str(settings_path), "--tuned", str(tuned), "--fixed", f"N16={fixed}"]
-    result = CliRunner().invoke(tuner_check.app, args)
+    result = CliRunner().invoke(app, ["tuner-check", *args])
     assert result.exit_code == 0, result.output
     assert "+50%" in result.output  # TTFT predicted 1.5 s against 1.0 s measured
     assert "1.00 / 100% / 0.90 / 0.50" in result.output  # N16: a stall in every answer
@@ -69,6 +77,6 @@ def test_cli_names_a_missing_result_file(tmp_path):
     settings_path = tmp_path / "settings.json"
     _settings().save(settings_path)
     args = ["--settings", str(settings_path), "--tuned", str(tmp_path / "nope.json")]
-    result = CliRunner().invoke(tuner_check.app, args)
+    result = CliRunner().invoke(app, ["tuner-check", *args])
     assert result.exit_code == 2
     assert "nope.json" in result.output

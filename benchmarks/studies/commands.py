@@ -1,0 +1,50 @@
+"""``pdd study ...``: the studies as subcommands. Each study's module (torch, the model) loads
+only when it runs, so ``pdd --help`` stays fast; ``python -m benchmarks.studies.<name>`` runs the
+same study with the same options.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from common.cli_options import command_from
+
+from .options import ChunkedPrefillOptions, EngineScalingOptions, RefineStudyOptions, fail
+
+
+@command_from(RefineStudyOptions, on_error=fail)
+def refine_quality_command(options: RefineStudyOptions) -> None:
+    """Prompt refinement: device prefill saved and answer quality, per refine ratio."""
+    from .refine_quality import main
+
+    main(options.resolved())
+
+
+@command_from(EngineScalingOptions, on_error=fail)
+def engine_scaling_command(options: EngineScalingOptions) -> None:
+    """Batched decode throughput (N concurrent against 1) and TTFT under decode load."""
+    import asyncio
+
+    from .engine_scaling import main_async
+
+    asyncio.run(main_async(options))
+
+
+@command_from(ChunkedPrefillOptions, on_error=fail)
+def chunked_prefill_command(options: ChunkedPrefillOptions) -> None:
+    """Chunked prefill: the largest gap in decoding streams and the long prompt's TTFT."""
+    import asyncio
+
+    from .chunked_prefill import main_async
+
+    asyncio.run(main_async(options))
+
+
+study_app = typer.Typer(
+    help="Studies that measured the design (refinement, engine scaling, chunked prefill).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+study_app.command("refine-quality")(refine_quality_command)
+study_app.command("engine-scaling")(engine_scaling_command)
+study_app.command("chunked-prefill")(chunked_prefill_command)
