@@ -16,3 +16,21 @@ def test_fingerprint_eos_and_context_match_the_loaded_model(loaded_model):
     assert served.encode(prompt="Once upon", raw=True) == loaded_model.encode(
         prompt="Once upon", raw=True
     )
+
+
+def test_the_kv_cache_reaches_the_model_on_this_transformers(loaded_model):
+    """The vllm extra pins transformers 5.19, whose forward calls the cache ``past_key_values``
+    (``cache`` later); a wrong name is swallowed by ``**kwargs`` and the cache is ignored."""
+    import torch
+
+    from common.forward import forward_tokens, new_cache
+
+    ids = loaded_model.encode(prompt="Once upon a time there was", raw=True)
+    cache = new_cache(loaded_model.model)
+    forward_tokens(loaded_model.model, ids[:-2], list(range(len(ids) - 2)), cache)
+    chunked = forward_tokens(loaded_model.model, ids[-2:], [len(ids) - 2, len(ids) - 1], cache)
+    whole = forward_tokens(
+        loaded_model.model, ids, list(range(len(ids))), new_cache(loaded_model.model)
+    )
+    assert cache.get_seq_length() == len(ids)
+    assert torch.allclose(chunked, whole, atol=1e-4)
