@@ -1,8 +1,12 @@
 """gRPC transport: ``pd.v1.PDService/Generate`` over the engine, plus the standard health service.
 
-The first ``DeviceMessage`` is the request; a later one with ``handoff`` hands off. Cancelling the
-call cancels the request. Undecodable bytes are read as a ``MalformedMessage`` (not gRPC's INTERNAL)
-so the client gets INVALID_ARGUMENT with a message.
+The first ``DeviceMessage`` is the request; a later one with ``handoff`` hands off (only the
+stream's own request: the stream is the caller's proof). Once admitted, the call's initial
+metadata goes out at once (before the prefill), so the device knows it was accepted and can hand
+off before the first token. Cancelling the call cancels the request. Undecodable or oversized
+bytes are read as a ``MalformedMessage`` (not gRPC's INTERNAL / RESOURCE_EXHAUSTED) so the client
+gets INVALID_ARGUMENT with a message. Errors carry their ``PDError.code`` (and the retry-after
+hint) in trailing metadata, so the device rebuilds the same error type as over HTTP.
 """
 
 from __future__ import annotations
@@ -16,13 +20,20 @@ import grpc
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from common.errors import InvalidRequest, PDError
+from common.errors import InvalidRequest, PDError, RequestTooLarge
 from common.messages import GenerateRequest
 from common.proto import pd_pb2 as pb
-from common.wire import event_to_proto, request_from_proto
+from common.wire import (
+    ERROR_CODE_TRAILER,
+    REQUEST_SECRET_HEADER,
+    RETRY_AFTER_TRAILER,
+    event_to_proto,
+    request_from_proto,
+)
 
 from .config import SecurityConfig
 from .engine_api import CloudEngine
+from .front_end import new_secret, submit
 from .security import check_bearer
 
 log = logging.getLogger(__name__)
@@ -32,22 +43,33 @@ SERVICE_NAME = "pd.v1.PDService"
 
 @dataclass(frozen=True)
 class MalformedMessage:
-    reason: str
+    error: InvalidRequest
 
 
-def parse_device_message(data: bytes) -> pb.DeviceMessage | MalformedMessage:
-    try:
-        return pb.DeviceMessage.FromString(data)
-    except DecodeError as err:
-        return MalformedMessage(str(err))
+def device_message_parser(max_bytes: int):
+    """Bytes to a ``DeviceMessage``, or a ``MalformedMessage`` saying what is wrong with them."""
+
+    def parse(data: bytes) -> pb.DeviceMessage | MalformedMessage:
+        if len(data) > max_bytes:
+            return MalformedMessage(
+                RequestTooLarge(f"message exceeds {max_bytes} bytes; send a shorter prompt")
+            )
+        try:
+            return pb.DeviceMessage.FromString(data)
+        except DecodeError as err:
+            return MalformedMessage(
+                InvalidRequest(f"malformed protobuf ({err}); send a pd.v1.DeviceMessage")
+            )
+
+    return parse
 
 
 async def abort_with(context: grpc.aio.ServicerContext, err: PDError) -> None:
     """The one place a ``PDError`` becomes a gRPC status (raises)."""
-    metadata = ()
+    metadata: tuple[tuple[str, str], ...] = ((ERROR_CODE_TRAILER, err.code),)
     retry_after_s = getattr(err, "retry_after_s", None)
     if retry_after_s is not None:
-        metadata = (("retry-after-s", f"{retry_after_s:g}"),)
+        metadata += ((RETRY_AFTER_TRAILER, f"{retry_after_s:g}"),)
     await context.abort(err.grpc_code, err.message, trailing_metadata=metadata)
 
 
@@ -57,7 +79,7 @@ async def read_request(messages: AsyncIterator) -> GenerateRequest:
     except StopAsyncIteration:
         raise InvalidRequest("the stream closed before a request; send a request first") from None
     if isinstance(first, MalformedMessage):
-        raise InvalidRequest(f"malformed protobuf ({first.reason}); send a pd.v1.DeviceMessage")
+        raise first.error
     if first.WhichOneof("kind") != "request":
         raise InvalidRequest("the first DeviceMessage must carry a request (handoff comes later)")
     return request_from_proto(first.request)
@@ -78,13 +100,16 @@ class PDServicer:
     async def Generate(  # noqa: N802 (gRPC method name)
         self, messages: AsyncIterator, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.CloudMessage]:
+        secret = new_secret()
+        owner = "grpc:" + secret  # only this stream's handoffs reach its request
         try:
             check_bearer(self.security.api_keys, authorization_of(context))
-            stream = self.engine.submit(await read_request(messages))
+            stream = await submit(self.engine, await read_request(messages), owner)
         except PDError as err:
             await abort_with(context, err)
             return
-        reader = asyncio.create_task(self._read_handoffs(messages, stream.request_id))
+        await context.send_initial_metadata(((REQUEST_SECRET_HEADER, secret),))  # "accepted"
+        reader = asyncio.create_task(self._read_handoffs(messages, stream.request_id, owner))
         try:
             async for event in stream:
                 yield event_to_proto(event)
@@ -92,7 +117,7 @@ class PDServicer:
             reader.cancel()
             stream.cancel()
 
-    async def _read_handoffs(self, messages: AsyncIterator, request_id: str) -> None:
+    async def _read_handoffs(self, messages: AsyncIterator, request_id: str, owner: str) -> None:
         """Later device messages: a handoff stops the request; anything else is logged."""
         async for msg in messages:
             if isinstance(msg, MalformedMessage) or msg.WhichOneof("kind") != "handoff":
@@ -101,7 +126,7 @@ class PDServicer:
                 )
                 continue
             try:
-                self.engine.handoff(request_id, max(0, msg.handoff.at_index))
+                self.engine.handoff(request_id, max(0, msg.handoff.at_index), owner)
             except PDError as err:  # the request ended meanwhile and was forgotten
                 log.info("request %s: late handoff ignored: %s", request_id, err.message)
 
@@ -111,10 +136,12 @@ def create_grpc_server(
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
     """A grpc.aio server (not started) bound to ``address``, with PDService and health (open)."""
     security = security or SecurityConfig()
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", security.max_body_bytes)])
+    # gRPC's own cap sits above ours, so an oversized message gets our RequestTooLarge.
+    max_grpc_bytes = 4 * security.max_body_bytes + 1024
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", max_grpc_bytes)])
     handler = grpc.stream_stream_rpc_method_handler(
         PDServicer(engine, security).Generate,
-        request_deserializer=parse_device_message,
+        request_deserializer=device_message_parser(security.max_body_bytes),
         response_serializer=pb.CloudMessage.SerializeToString,
     )
     server.add_generic_rpc_handlers(

@@ -9,43 +9,32 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from typing import TypeVar
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ValidationError
+from fastapi.responses import Response
 from sse_starlette import EventSourceResponse
 
-from common.errors import InvalidRequest, NotConfigured, PDError
+from common.errors import NotConfigured
 from common.messages import GenerateRequest, Handoff
 from common.settings import SplitSettings
-from common.wire import validation_message
+from common.wire import parse_body
 
 from .config import SecurityConfig
 from .engine_api import CloudEngine, RequestStream
-from .http_errors import error_response
+from .front_end import REQUEST_SECRET_HEADER, new_secret, owner_of, submit
+from .http_errors import add_error_handlers
 from .openai_api import add_openai_routes
+from .openapi_doc import describe_routes
 from .security import SecurityMiddleware
 
 log = logging.getLogger(__name__)
-
-M = TypeVar("M", bound=BaseModel)
-
-
-def parse_body(model: type[M], body: bytes) -> M:
-    """Malformed JSON and schema errors become ``InvalidRequest`` with a readable message."""
-    try:
-        return model.model_validate_json(body)
-    except ValidationError as err:
-        raise InvalidRequest(validation_message(err)) from None
 
 
 async def sse_events(stream: RequestStream) -> AsyncIterator[dict]:
     """Engine events as SSE dicts; a disconnect cancels this generator and so the request."""
     try:
         async for event in stream:
-            yield {"event": event.type, "data": event.model_dump_json()}
+            yield {"event": event.type, "data": event.model_dump_json(exclude_none=True)}
     finally:
         stream.cancel()
 
@@ -55,20 +44,27 @@ def create_http_app(
     security: SecurityConfig | None = None,
     settings: SplitSettings | None = None,
 ) -> FastAPI:
+    security = security or SecurityConfig()
     app = FastAPI(title="pd-device cloud", docs_url=None, redoc_url=None)
-    app.add_middleware(SecurityMiddleware, config=security or SecurityConfig())
-    _add_error_handlers(app)
+    app.add_middleware(SecurityMiddleware, config=security)
+    add_error_handlers(app)
     add_openai_routes(app, engine)
+
+    def owner(request: Request, secret: str | None) -> str:
+        return owner_of(security.api_keys, request.headers.get("authorization"), secret)
 
     @app.post("/v1/pd/generate")
     async def generate(request: Request) -> EventSourceResponse:
-        stream = engine.submit(parse_body(GenerateRequest, await request.body()))
-        return EventSourceResponse(sse_events(stream))
+        body = parse_body(GenerateRequest, await request.body())
+        secret = new_secret()  # sent back with the handoff: only this caller may stop it
+        stream = await submit(engine, body, owner(request, secret))
+        return EventSourceResponse(sse_events(stream), headers={REQUEST_SECRET_HEADER: secret})
 
     @app.post("/v1/pd/requests/{request_id}/handoff")
     async def handoff(request_id: str, request: Request) -> dict:
         body = parse_body(Handoff, await request.body())
-        status = engine.handoff(request_id, body.at_index)
+        caller = owner(request, request.headers.get(REQUEST_SECRET_HEADER))
+        status = engine.handoff(request_id, body.at_index, caller)
         return {"request_id": request_id, "status": status}
 
     @app.get("/v1/pd/settings")
@@ -94,19 +90,5 @@ def create_http_app(
         content, content_type = engine.metrics.render()
         return Response(content, media_type=content_type)
 
+    describe_routes(app)
     return app
-
-
-def _add_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(PDError)
-    async def on_pd_error(_: Request, err: PDError) -> JSONResponse:
-        return error_response(err)
-
-    @app.exception_handler(RequestValidationError)
-    async def on_validation_error(_: Request, err: RequestValidationError) -> JSONResponse:
-        return error_response(InvalidRequest(validation_message(err)))
-
-    @app.exception_handler(Exception)
-    async def on_unexpected(_: Request, err: Exception) -> JSONResponse:
-        log.exception("unhandled error")
-        return error_response(PDError(f"internal error: {type(err).__name__}"))

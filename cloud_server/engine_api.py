@@ -45,6 +45,11 @@ class ModelInfo(Protocol):
     def max_context(self) -> int: ...
     @property
     def platform(self) -> Platform: ...
+    def encode(
+        self, prompt: str | None = None, messages: list[dict] | None = None, raw: bool = False
+    ) -> list[int]:
+        """Prompt text or chat messages to token ids (the front ends tokenize off the loop)."""
+        ...
 
 
 @runtime_checkable

@@ -3,7 +3,10 @@
 A request goes to one instance; an instance with no free slot answers 429 at once, and the
 gateway forwards the request to the next candidate, at most ``max_forwards`` times, before it
 answers 429 itself. Responses stream through unchanged (pd SSE and the OpenAI API). A pd
-request's instance is remembered by ``request_id`` so its handoff reaches the instance holding it.
+request's instance is remembered by (caller, ``request_id``), so its handoff reaches the instance
+holding it and never another caller's request with the same id; the caller is its Authorization
+header, or with none the request's secret (the instance hands it out, the device sends it back).
+A pd body is parsed here with the instances' own model, so a malformed one gets the same 400.
 gRPC does not pass through the gateway: gRPC clients use the instances directly (see docs).
 """
 
@@ -11,11 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import hashlib
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from uuid import uuid4
 
 import httpx
 from fastapi import FastAPI, Request
@@ -28,15 +30,18 @@ from prometheus_client import (
     generate_latest,
 )
 
-from common.errors import CloudUnavailable, Overloaded, PDError, UnknownRequest
+from common.errors import CloudUnavailable, Overloaded, UnknownRequest
+from common.messages import GenerateRequest
+from common.wire import REQUEST_SECRET_HEADER, parse_body
 
 from .config import SecurityConfig
 from .gateway_upstreams import Upstream, UpstreamPool, resolve, split_host_port
-from .http_errors import error_response
+from .http_errors import add_error_handlers
+from .openapi_doc import describe_routes
 from .security import SecurityMiddleware
 
-FORWARDED_HEADERS = ("authorization", "content-type", "accept")
-RELAYED_HEADERS = ("content-type", "retry-after", "cache-control")
+FORWARDED_HEADERS = ("authorization", "content-type", "accept", REQUEST_SECRET_HEADER)
+RELAYED_HEADERS = ("content-type", "retry-after", "cache-control", REQUEST_SECRET_HEADER)
 FAILURE_STATUSES = (502, 503, 504)  # the instance is going away: try the next one
 
 
@@ -47,7 +52,7 @@ class GatewayConfig:
     max_forwards: int = 2  # tries after the first instance rejected or failed
     health_interval_s: float = 2.0
     connect_timeout_s: float = 1.0
-    num_remembered_ids: int = 10_000  # request_id -> instance, for handoffs
+    num_remembered_ids: int = 10_000  # (caller, request_id) -> instance, for handoffs
     security: SecurityConfig = field(default_factory=SecurityConfig)
 
     def __post_init__(self) -> None:
@@ -88,7 +93,7 @@ class Gateway:
         self.config = config
         self.pool = UpstreamPool(list(config.upstreams))
         self.metrics = GatewayMetrics()
-        self.routes: OrderedDict[str, Upstream] = OrderedDict()
+        self.routes: OrderedDict[tuple[str, str], Upstream] = OrderedDict()
         self.client: httpx.AsyncClient | None = None
 
     async def run_checks(self) -> None:
@@ -165,24 +170,17 @@ class Gateway:
         headers["x-pdd-upstream"] = upstream.url
         return StreamingResponse(body(), status_code=resp.status_code, headers=headers)
 
-    def remember(self, request_id: str, upstream: Upstream) -> None:
-        self.routes[request_id] = upstream
+    def remember(self, key: tuple[str, str], upstream: Upstream) -> None:
+        self.routes[key] = upstream
         while len(self.routes) > self.config.num_remembered_ids:
             self.routes.popitem(last=False)
 
 
-def with_request_id(body: bytes) -> tuple[bytes, str | None]:
-    """The pd request's id, adding one when missing (the handoff needs it to find the instance)."""
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return body, None  # the instance answers 400 with the reason
-    if not isinstance(data, dict):
-        return body, None
-    if not data.get("request_id"):
-        data["request_id"] = uuid4().hex
-        body = json.dumps(data).encode()
-    return body, str(data["request_id"])
+def caller_of(authorization: str | None, secret: str | None) -> str:
+    """Who a request comes from: its Authorization header (hashed), else its secret."""
+    if authorization:
+        return "key:" + hashlib.sha256(authorization.encode()).hexdigest()
+    return "secret:" + (secret or "")
 
 
 def create_gateway_app(config: GatewayConfig) -> FastAPI:
@@ -201,12 +199,9 @@ def create_gateway_app(config: GatewayConfig) -> FastAPI:
     app = FastAPI(title="pd-device gateway", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.gateway = gw
     app.add_middleware(SecurityMiddleware, config=config.security)
-
-    @app.exception_handler(PDError)
-    async def on_pd_error(_: Request, err: PDError) -> Response:
-        return error_response(err)
-
+    add_error_handlers(app)
     add_gateway_routes(app, gw)
+    describe_routes(app)
     return app
 
 
@@ -228,17 +223,27 @@ def add_gateway_routes(app: FastAPI, gw: Gateway) -> None:
     @app.post("/v1/pd/generate")
     async def generate(request: Request) -> Response:
         gw.metrics.requests.labels(route="/v1/pd/generate").inc()
-        body, request_id = with_request_id(await request.body())
+        pd_request = parse_body(GenerateRequest, await request.body())  # a fresh id if none
+        body = pd_request.model_dump_json(exclude_none=True).encode()
         upstream, resp = await gw.forward("POST", "/v1/pd/generate", request, body)
-        if resp.status_code == 200 and request_id:
-            gw.remember(request_id, upstream)
+        if resp.status_code == 200:
+            caller = caller_of(
+                request.headers.get("authorization"), resp.headers.get(REQUEST_SECRET_HEADER)
+            )
+            gw.remember((caller, pd_request.request_id), upstream)
         return gw.relay(upstream, resp)
 
     @app.post("/v1/pd/requests/{request_id}/handoff")
     async def handoff(request_id: str, request: Request) -> Response:
-        upstream = gw.routes.get(request_id)
+        caller = caller_of(
+            request.headers.get("authorization"), request.headers.get(REQUEST_SECRET_HEADER)
+        )
+        upstream = gw.routes.get((caller, request_id))
         if upstream is None:
-            raise UnknownRequest(f"no request {request_id!r} passed through this gateway")
+            raise UnknownRequest(
+                f"no request with id {request_id!r} is running on this server; "
+                "send the handoff to the server that streams the request"
+            )
         assert gw.client is not None
         headers = {k: v for k in FORWARDED_HEADERS if (v := request.headers.get(k))}
         try:

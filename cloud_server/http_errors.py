@@ -6,9 +6,15 @@ OpenAI clients read ``error.message`` / ``error.type`` / ``error.param`` / ``err
 
 from __future__ import annotations
 
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from common.errors import PDError
+from common.errors import InvalidRequest, PDError
+
+log = logging.getLogger(__name__)
 
 _OPENAI_TYPES = {
     400: "invalid_request_error",
@@ -31,3 +37,21 @@ def error_response(err: PDError) -> JSONResponse:
     if retry_after_s is not None:
         headers["Retry-After"] = str(max(1, round(retry_after_s)))
     return JSONResponse(error_body(err), status_code=err.http_status, headers=headers)
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    """Every error an app raises answers JSON: typed ones with their status, the rest 500."""
+
+    @app.exception_handler(PDError)
+    async def on_pd_error(_: Request, err: PDError) -> JSONResponse:
+        return error_response(err)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(_: Request, err: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        return error_response(InvalidRequest(problems))
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(_: Request, err: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return error_response(PDError(f"internal error: {type(err).__name__}"))

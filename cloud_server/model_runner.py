@@ -16,6 +16,7 @@ from common.model import LoadedModel
 from common.sampling import sample_token
 
 from .decode_batch import DecodeBatch
+from .logprobs import prompt_logprobs, token_logprob
 from .refine import Refiner
 from .sequence import Sequence
 
@@ -52,6 +53,11 @@ class ModelRunner:
             self.loaded.platform.synchronize()
             return None
         token_id = sample_token(logits, seq.request.sampling, index=0)
+        self._note_logprobs(seq, logits, token_id)
+        if seq.request.prompt_logprobs is not None:
+            seq.prompt_logprobs = prompt_logprobs(
+                model, seq.prompt_ids, seq.request.prompt_logprobs
+            )
         self.loaded.platform.synchronize()
         return PrefillOutput(token_id=token_id, keep_set=keep_set)
 
@@ -64,7 +70,15 @@ class ModelRunner:
             seq: sample_token(row, seq.request.sampling, index=seq.num_tokens)
             for seq, row in zip(self.batch.seqs, logits, strict=True)
         }
+        for seq, row in zip(self.batch.seqs, logits, strict=True):
+            self._note_logprobs(seq, row, by_seq[seq])
         return [by_seq[seq] for seq in seqs]
+
+    @staticmethod
+    def _note_logprobs(seq: Sequence, logits, token_id: int) -> None:
+        """When asked for, the sampled token's logprob rides on its event (``append_token``)."""
+        if seq.request.logprobs is not None:
+            seq.next_logprob = token_logprob(logits, token_id, seq.request.logprobs)
 
     def warm_up(self) -> None:
         """One tiny prefill and decode, so the first request does not pay for lazy init."""

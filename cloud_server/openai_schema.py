@@ -1,16 +1,21 @@
 """OpenAI-compatible request models, stop-string matching and response bodies.
 
-Only the fields this server honours are declared; unknown fields (``user``, penalties, ...) are
-ignored as most OpenAI-compatible servers do. ``n > 1`` and ``logprobs`` are refused with a 400.
+Every parameter is honoured or refused, never ignored: the fields declared here are implemented
+(``logprobs`` / ``top_logprobs``, ``echo`` included); OpenAI parameters this server does not
+implement (``response_format``, ``tools``, penalties, ``logit_bias``, ``n > 1``, ...) are
+accepted only at their neutral value (which changes nothing) and otherwise refused with a 400 that
+names them; any other field is refused as unknown. ``user`` is accepted (it changes no output).
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
+
+from common.messages import MAX_TOP_LOGPROBS
 
 DEFAULT_CHAT_MAX_TOKENS = 512  # OpenAI's default is "the rest of the context"; we cap it
 DEFAULT_COMPLETION_MAX_TOKENS = 16  # OpenAI's documented default for /v1/completions
@@ -21,19 +26,51 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+# OpenAI parameters not implemented here, with the neutral values that change nothing.
+_NEUTRAL: dict[str, tuple[Any, ...]] = {
+    "presence_penalty": (0, 0.0, None),
+    "frequency_penalty": (0, 0.0, None),
+    "logit_bias": (None, {}),
+    "response_format": (None, {"type": "text"}),
+    "tools": (None, []),
+    "tool_choice": (None, "none"),
+    "functions": (None, []),
+    "function_call": (None, "none"),
+    "parallel_tool_calls": (None, True, False),
+    "best_of": (None, 1),
+    "suffix": (None, ""),
+    "user": (),  # any value: it only names the end user
+}
+
+
 class _Common(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unimplemented(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        refused = [
+            k for k, ok in _NEUTRAL.items() if k in data and ok and not _is_one_of(data[k], ok)
+        ]
+        if refused:
+            raise ValueError(
+                f"unsupported parameter(s): {', '.join(refused)}; this server does not implement "
+                "them (leave them out or send their default)"
+            )
+        return {k: v for k, v in data.items() if k not in _NEUTRAL}
 
     model: str
-    max_tokens: int | None = Field(None, gt=0)
-    max_completion_tokens: int | None = Field(None, gt=0)
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    seed: int | None = Field(None, ge=0, lt=2**63)
+    max_tokens: StrictInt | None = Field(None, gt=0)
+    max_completion_tokens: StrictInt | None = Field(None, gt=0)
+    temperature: float = Field(1.0, ge=0.0, le=2.0, allow_inf_nan=False)
+    top_p: float = Field(1.0, gt=0.0, le=1.0, allow_inf_nan=False)
+    seed: StrictInt | None = Field(None, ge=0, lt=2**63)
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    n: int = Field(1, ge=1, le=1, description="only one choice per request")
+    n: StrictInt = Field(1, ge=1, le=1, description="only one choice per request")
 
     @field_validator("stop")
     @classmethod
@@ -53,9 +90,15 @@ class _Common(BaseModel):
 
 
 class CompletionRequest(_Common):
-    prompt: str | list[int] | list[str]
-    logprobs: None = None
-    echo: bool = Field(False, description="not supported")
+    prompt: str | list[StrictInt] | list[str]
+    logprobs: StrictInt | None = Field(
+        None, ge=0, le=MAX_TOP_LOGPROBS, description="logprob of each token and this many top"
+    )
+    echo: bool = Field(False, description="the prompt is returned before the completion")
+
+    @property
+    def num_top_logprobs(self) -> int | None:
+        return self.logprobs
 
     @field_validator("prompt")
     @classmethod
@@ -89,14 +132,18 @@ class ChatMessageIn(BaseModel):
 
 class ChatRequest(_Common):
     messages: list[ChatMessageIn] = Field(..., min_length=1)
-    logprobs: bool | None = Field(None, description="not supported")
+    logprobs: bool | None = Field(None, description="logprob of each answer token")
+    top_logprobs: StrictInt | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
 
-    @field_validator("logprobs")
-    @classmethod
-    def _no_logprobs(cls, value: bool | None) -> bool | None:
-        if value:
-            raise ValueError("logprobs are not supported")
-        return value
+    @model_validator(mode="after")
+    def _top_needs_logprobs(self) -> ChatRequest:
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
+        return self
+
+    @property
+    def num_top_logprobs(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
 
 
 class StopMatcher:
@@ -126,6 +173,12 @@ class StopMatcher:
         return out
 
 
+def _is_one_of(value: Any, allowed: tuple[Any, ...]) -> bool:
+    return any(type(value) is type(a) and value == a for a in allowed if a is not None) or (
+        value is None and None in allowed
+    )
+
+
 def _overlap(text: str, stop: str) -> int:
     """Length of the longest suffix of ``text`` that is a proper prefix of ``stop``."""
     for n in range(min(len(text), len(stop) - 1), 0, -1):
@@ -146,15 +199,20 @@ def usage_body(prompt_tokens: int, completion_tokens: int) -> dict:
     }
 
 
-def choice(is_chat: bool, text: str | None, finish_reason: str | None, is_delta: bool) -> dict:
+def choice(
+    is_chat: bool,
+    text: str | None,
+    finish_reason: str | None,
+    is_delta: bool,
+    logprobs: dict | None = None,
+) -> dict:
     """One choice of a chat or completion body (a delta when streaming chat)."""
+    end = {"logprobs": logprobs, "finish_reason": finish_reason}
     if not is_chat:
-        return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
+        return {"index": 0, "text": text or ""} | end
     if is_delta:
-        delta = {} if text is None else {"content": text}
-        return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-    message = {"role": "assistant", "content": text or ""}
-    return {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
+        return {"index": 0, "delta": {} if text is None else {"content": text}} | end
+    return {"index": 0, "message": {"role": "assistant", "content": text or ""}} | end
 
 
 def body(request_id: str, model: str, is_chat: bool, is_chunk: bool, **fields) -> dict:

@@ -9,7 +9,7 @@ from enum import Enum, auto
 from typing import Any
 
 from common.detokenize import Detokenizer
-from common.messages import EndReason, FirstToken, GenerateRequest, Token
+from common.messages import EndReason, FirstToken, GenerateRequest, Token, TokenLogprob
 
 from .engine_api import Event
 
@@ -59,6 +59,8 @@ class Sequence:
     stop_message: str = ""
     kv: Any = None  # owned by the model runner
     num_prefilled: int = 0  # prompt tokens scheduled into the KV cache so far (chunked prefill)
+    next_logprob: TokenLogprob | None = None  # the next token's, when the request asks for them
+    prompt_logprobs: list[TokenLogprob] | None = None  # sent with the first token when asked
 
     @property
     def request_id(self) -> str:
@@ -105,14 +107,17 @@ class Sequence:
         """Record a generated token and build its event (the first token gets its timings)."""
         self.token_ids.append(token_id)
         text = self.detokenizer.push(token_id)
+        logprob, self.next_logprob = self.next_logprob, None
         if self.num_tokens > 1:
-            return Token(index=self.num_tokens - 1, token_id=token_id, text=text)
+            return Token(index=self.num_tokens - 1, token_id=token_id, text=text, logprob=logprob)
         return FirstToken(
             token_id=token_id,
             text=text,
             prompt_tokens=self.num_prompt_tokens,
             queue_s=self.queue_s,
             prefill_s=self.prefill_s,
+            logprob=logprob,
+            prompt_logprobs=self.prompt_logprobs,
         )
 
     def natural_end(self, eos_token_ids: frozenset[int]) -> EndReason | None:

@@ -2,11 +2,39 @@
 
 from __future__ import annotations
 
+import functools
+
 from common.errors import FingerprintMismatch, InvalidRequest, PromptTooLong
 from common.messages import GenerateRequest
 from common.model import LoadedModel
 
 from .config import EngineConfig
+
+
+@functools.lru_cache(maxsize=4)
+def max_token_bytes(tokenizer) -> int:
+    """The most UTF-8 bytes one token of this vocabulary (special tokens included) stands for."""
+    tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    return max(len(tokenizer.convert_tokens_to_string([t]).encode()) for t in tokens if t)
+
+
+def check_prompt_size(request: GenerateRequest, loaded: LoadedModel, config: EngineConfig) -> None:
+    """Refuse a text prompt that cannot fit before tokenizing it (cheap: its byte length).
+
+    A token stands for at most ``max_token_bytes`` bytes, so a text of B bytes is at least
+    B / max_token_bytes tokens; a chat template only adds tokens.
+    """
+    if request.prompt_ids is not None:
+        return
+    texts = [request.prompt or ""] + [m.content for m in request.messages or []]
+    num_bytes = sum(len(t.encode()) for t in texts)
+    max_prompt = config.max_prompt_tokens or loaded.max_context - 1
+    min_tokens = -(-num_bytes // max_token_bytes(loaded.tokenizer))
+    if min_tokens > max_prompt:
+        raise PromptTooLong(
+            f"prompt is {num_bytes} bytes, at least {min_tokens} tokens; this server accepts at "
+            f"most {max_prompt} tokens; shorten the prompt"
+        )
 
 
 def prompt_ids_for(request: GenerateRequest, loaded: LoadedModel) -> list[int]:

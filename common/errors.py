@@ -1,7 +1,9 @@
 """One typed error hierarchy; each error knows its HTTP status and gRPC code.
 
 Raised at the boundary (validation, admission, lookup) and mapped to the wire in exactly one
-place per transport (``cloud_server.errors_http`` / the gRPC servicer).
+place per transport (``cloud_server.http_errors.error_response`` / ``cloud_server.app_grpc.
+abort_with``, which also sends ``code`` in the trailers). Clients rebuild the type from ``code``
+(``error_from_code``), so a device gets the same error type over HTTP and gRPC.
 """
 
 from __future__ import annotations
@@ -19,9 +21,6 @@ class PDError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
-
-    def to_dict(self) -> dict:
-        return {"error": {"code": self.code, "message": self.message}}
 
 
 class InvalidRequest(PDError):

@@ -11,9 +11,10 @@ import uuid
 from enum import Enum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, TypeAdapter, model_validator
 
 MAX_REFINE_RATIO = 0.9
+MAX_TOP_LOGPROBS = 20
 
 
 class _Msg(BaseModel):
@@ -23,10 +24,10 @@ class _Msg(BaseModel):
 class SamplingParams(_Msg):
     """temperature 0 means greedy. Token i is drawn with a generator seeded from (seed, i)."""
 
-    temperature: float = Field(0.0, ge=0.0, le=10.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    top_k: int = Field(0, ge=0, description="0 disables top-k")
-    seed: int = Field(0, ge=0, lt=2**63)
+    temperature: float = Field(0.0, ge=0.0, le=10.0, allow_inf_nan=False)
+    top_p: float = Field(1.0, gt=0.0, le=1.0, allow_inf_nan=False)
+    top_k: StrictInt = Field(0, ge=0, description="0 disables top-k")
+    seed: StrictInt = Field(0, ge=0, lt=2**63)
 
     @property
     def is_greedy(self) -> bool:
@@ -45,18 +46,32 @@ class GenerateRequest(_Msg):
     ``messages`` are conveniences for curl users. ``raw`` skips the chat template for ``prompt``.
     """
 
+    model_config = ConfigDict(  # the JSON schema says a prompt is needed (the validator: one)
+        json_schema_extra={
+            "anyOf": [{"required": [f]} for f in ("prompt_ids", "prompt", "messages")]
+        }
+    )
+
     request_id: str = Field(default_factory=lambda: uuid.uuid4().hex, min_length=1, max_length=128)
-    prompt_ids: list[int] | None = None
+    prompt_ids: list[StrictInt] | None = None
     prompt: str | None = None
     messages: list[ChatMessage] | None = None
     raw: bool = False
-    max_tokens: int = Field(..., gt=0, description="answer length limit, first token included")
-    cloud_tokens: int = Field(
+    max_tokens: StrictInt = Field(
+        ..., gt=0, description="answer length limit, first token included"
+    )
+    cloud_tokens: StrictInt = Field(
         ..., ge=0, description="N: tokens the cloud may decode after the first"
     )
     refine_ratio: float = Field(0.0, ge=0.0, le=MAX_REFINE_RATIO, allow_inf_nan=False)
     sampling: SamplingParams = SamplingParams()
     fingerprint: str | None = Field(None, description="model/tokenizer fingerprint of the device")
+    logprobs: StrictInt | None = Field(
+        None, ge=0, le=MAX_TOP_LOGPROBS, description="each answer token's logprob and this many top"
+    )
+    prompt_logprobs: StrictInt | None = Field(
+        None, ge=0, le=MAX_TOP_LOGPROBS, description="each prompt token's logprob and this many top"
+    )
 
     @model_validator(mode="after")
     def _one_prompt(self) -> GenerateRequest:
@@ -77,7 +92,7 @@ class GenerateRequest(_Msg):
 class Handoff(_Msg):
     """The device has caught up: it shows tokens from ``at_index`` on itself."""
 
-    at_index: int = Field(..., ge=0)
+    at_index: StrictInt = Field(..., ge=0)
 
 
 class EndReason(str, Enum):
@@ -105,6 +120,20 @@ class KeepSet(_Msg):
     reason: str = ""
 
 
+class TopLogprob(_Msg):
+    token_id: int
+    logprob: float
+
+
+class TokenLogprob(_Msg):
+    """log P(token) from the model's own logits (before temperature and top-p), and the most
+    likely alternatives at that position (asked for with ``logprobs`` / ``prompt_logprobs``)."""
+
+    token_id: int
+    logprob: float
+    top: list[TopLogprob] = []
+
+
 class FirstToken(_Msg):
     type: Literal["first_token"] = "first_token"
     token_id: int
@@ -112,6 +141,9 @@ class FirstToken(_Msg):
     prompt_tokens: int
     queue_s: float
     prefill_s: float
+    logprob: TokenLogprob | None = None
+    # prompt tokens 1..L-1 (the first prompt token has no context to be scored in)
+    prompt_logprobs: list[TokenLogprob] | None = None
 
 
 class Token(_Msg):
@@ -119,6 +151,7 @@ class Token(_Msg):
     index: int
     token_id: int
     text: str
+    logprob: TokenLogprob | None = None
 
 
 class End(_Msg):

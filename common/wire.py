@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import ValidationError
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from .errors import InvalidRequest
 from .messages import (
@@ -19,6 +21,12 @@ from .messages import (
 from .proto import pd_pb2 as pb
 
 Event = KeepSet | FirstToken | Token | End
+M = TypeVar("M", bound=BaseModel)
+
+# Out-of-band fields both transports carry (an HTTP header, gRPC metadata).
+REQUEST_SECRET_HEADER = "x-pd-request-secret"  # proves a handoff comes from the request's caller
+ERROR_CODE_TRAILER = "pd-error-code"  # gRPC: the ``PDError.code``, so the type survives the wire
+RETRY_AFTER_TRAILER = "retry-after-s"  # gRPC: the overload hint (HTTP uses Retry-After)
 
 
 def validation_message(err: ValidationError) -> str:
@@ -26,11 +34,27 @@ def validation_message(err: ValidationError) -> str:
     parts = []
     for e in err.errors():
         where = ".".join(str(p) for p in e["loc"]) or "request"
-        parts.append(f"{where}: {e['msg']}")
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown parameter; this server does not implement it"
+        parts.append(f"{where}: {msg}")
     return "; ".join(parts)
 
 
+def parse_body(model: type[M], body: bytes) -> M:
+    """A JSON body as ``model``; malformed JSON (too deep included) and schema errors become
+    ``InvalidRequest`` with a readable message. Every HTTP front end and the gateway parse here."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as err:
+        raise InvalidRequest(validation_message(err)) from None
+    except RecursionError:  # pydantic's parser limits depth itself; this is a safety net
+        raise InvalidRequest("request: JSON nested too deeply") from None
+
+
 def request_to_proto(req: GenerateRequest) -> pb.DeviceMessage:
+    if req.logprobs is not None or req.prompt_logprobs is not None:
+        raise InvalidRequest("logprobs travel over HTTP only; use the HTTP transport for them")
     s = req.sampling
     msg = pb.GenerateRequest(
         request_id=req.request_id,
@@ -100,9 +124,10 @@ def event_to_proto(event: Event) -> pb.CloudMessage:
             )
         )
     if isinstance(event, FirstToken):
-        return pb.CloudMessage(first_token=pb.FirstToken(**event.model_dump(exclude={"type"})))
+        fields = event.model_dump(exclude={"type", "logprob", "prompt_logprobs"})
+        return pb.CloudMessage(first_token=pb.FirstToken(**fields))
     if isinstance(event, Token):
-        return pb.CloudMessage(token=pb.Token(**event.model_dump(exclude={"type"})))
+        return pb.CloudMessage(token=pb.Token(**event.model_dump(exclude={"type", "logprob"})))
     usage = pb.Usage(**event.usage.model_dump())
     return pb.CloudMessage(
         end=pb.End(reason=event.reason.value, usage=usage, message=event.message)

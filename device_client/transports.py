@@ -1,8 +1,10 @@
 """Cloud transports: HTTP (SSE) and gRPC behind one ``CloudStream`` shape.
 
-``open_stream`` sends the request and returns once the cloud has accepted it (or raises a typed
-``PDError``: unreachable, overloaded, invalid, ...). The stream then yields cloud events; the
-device may send one handoff; closing it early is a disconnect the cloud turns into a cancel.
+``open_stream`` sends the request and returns once the cloud has accepted it, before any event
+(or raises a typed ``PDError``: unreachable, overloaded, invalid, ...; the same type over both
+transports). The stream then yields cloud events; the device may send one handoff (with the
+request's secret, so only this caller can stop it); closing it early is a disconnect the cloud
+turns into a cancel.
 """
 
 from __future__ import annotations
@@ -20,7 +22,15 @@ from httpx_sse import EventSource
 from common.errors import CloudUnavailable, Overloaded, PDError, error_from_code
 from common.messages import GenerateRequest, Handoff, parse_event
 from common.proto import pd_pb2_grpc
-from common.wire import Event, event_from_proto, handoff_to_proto, request_to_proto
+from common.wire import (
+    ERROR_CODE_TRAILER,
+    REQUEST_SECRET_HEADER,
+    RETRY_AFTER_TRAILER,
+    Event,
+    event_from_proto,
+    handoff_to_proto,
+    request_to_proto,
+)
 
 from .config import ClientConfig
 
@@ -48,7 +58,12 @@ class HttpStream:
 
     async def handoff(self, at_index: int) -> None:
         url = f"/v1/pd/requests/{self._request_id}/handoff"
-        resp = await self._client.post(url, json=Handoff(at_index=at_index).model_dump())
+        secret = self._response.headers.get(REQUEST_SECRET_HEADER, "")
+        resp = await self._client.post(
+            url,
+            json=Handoff(at_index=at_index).model_dump(),
+            headers={REQUEST_SECRET_HEADER: secret},
+        )
         if resp.status_code not in (200, 404):  # 404: the request already ended
             raise _http_error(resp)
 
@@ -91,6 +106,7 @@ def _auth_headers(config: ClientConfig) -> dict[str, str]:
     return {"authorization": f"Bearer {config.api_key}"} if config.api_key else {}
 
 
+# Used when a status carries no ``ERROR_CODE_TRAILER`` (it did not come from our servicer).
 _GRPC_ERRORS = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: "overloaded",
     grpc.StatusCode.INVALID_ARGUMENT: "invalid_request",
@@ -101,19 +117,30 @@ _GRPC_ERRORS = {
 }
 
 
+def _status_error(code: grpc.StatusCode, details: str, trailing) -> PDError:
+    """A gRPC status as the ``PDError`` the servicer raised (its code rides in the trailers)."""
+    if code is grpc.StatusCode.OK:
+        return CloudUnavailable("cloud closed the stream without an answer")
+    meta = {k.lower(): v for k, v in (trailing or ())}
+    fallback = _GRPC_ERRORS.get(code, "internal")
+    if code is grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than" in details:
+        fallback = "request_too_large"  # gRPC's own message-size cap, not an overload
+    err = error_from_code(meta.get(ERROR_CODE_TRAILER, fallback), details)
+    if isinstance(err, Overloaded) and RETRY_AFTER_TRAILER in meta:
+        err.retry_after_s = float(meta[RETRY_AFTER_TRAILER])
+    return err
+
+
 def _grpc_error(err: grpc.aio.AioRpcError) -> PDError:
-    return error_from_code(_GRPC_ERRORS.get(err.code(), "internal"), err.details() or str(err))
+    return _status_error(err.code(), err.details() or str(err), err.trailing_metadata())
 
 
 class GrpcStream:
-    def __init__(self, channel: grpc.aio.Channel, call, first: Event | None) -> None:
+    def __init__(self, channel: grpc.aio.Channel, call) -> None:
         self._channel = channel
         self._call = call
-        self._first = first
 
     async def events(self) -> AsyncIterator[Event]:
-        if self._first is not None:
-            yield self._first
         try:
             while (msg := await self._call.read()) is not grpc.aio.EOF:
                 yield event_from_proto(msg)
@@ -131,6 +158,7 @@ class GrpcStream:
 
 
 async def _open_grpc(url: str, request: GenerateRequest, config: ClientConfig) -> GrpcStream:
+    message = request_to_proto(request)
     target = urlparse(url).netloc
     channel = grpc.aio.insecure_channel(target)
     try:
@@ -141,16 +169,19 @@ async def _open_grpc(url: str, request: GenerateRequest, config: ClientConfig) -
     metadata = tuple(_auth_headers(config).items()) or None
     call = pd_pb2_grpc.PDServiceStub(channel).Generate(metadata=metadata)
     try:
-        await call.write(request_to_proto(request))
-        # Admission errors arrive as the stream's status before any event.
-        first = await call.read()
+        await call.write(message)
+        # Admission sends the initial metadata at once; a refusal ends the call with a status.
+        accepted = await call.initial_metadata()
+        if not any(key == REQUEST_SECRET_HEADER for key, _ in accepted or ()):
+            code = await call.code()
+            raise _status_error(code, await call.details(), await call.trailing_metadata())
     except grpc.aio.AioRpcError as err:
         await channel.close()
         raise _grpc_error(err) from None
-    if first is grpc.aio.EOF:
+    except PDError:
         await channel.close()
-        raise CloudUnavailable("cloud closed the stream without an answer")
-    return GrpcStream(channel, call, event_from_proto(first))
+        raise
+    return GrpcStream(channel, call)
 
 
 async def open_stream(request: GenerateRequest, config: ClientConfig) -> CloudStream:

@@ -17,9 +17,10 @@ import contextlib
 import time
 from dataclasses import dataclass
 
+from benchmarks.planner.profiles import load_named
 from common.errors import PDError
 from common.messages import End, FirstToken, GenerateRequest, Token
-from common.timing_model import kept_prompt_len, load_profile
+from common.timing_model import kept_prompt_len
 from device_client.config import ClientConfig
 from device_client.types import DisplayedToken, GenerationResult, Mode
 
@@ -141,7 +142,7 @@ async def run_phase(
 
 def _device_model(opts) -> VirtualDeviceModel:
     if opts.device_profile is not None:
-        return VirtualDeviceModel(profile=load_profile(opts.device_profile, "device"))
+        return VirtualDeviceModel(profile=load_named(opts.device_profile, "device"))
     rate = opts.device_prefill_tok_s or DEFAULT_PREFILL_TOK_S / opts.device_slowdown
     if rate <= 0:
         raise ValueError("--device-prefill-tok-s must be > 0")

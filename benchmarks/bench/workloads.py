@@ -1,7 +1,7 @@
 """Workloads for ``pdd bench`` and the tuner/simulator: traces, prompts of a given length, arrivals.
 
 Mooncake JSONL: one request per line, ``{"timestamp": ms, "input_length": int,
-"output_length": int}`` (extra keys such as ``hash_ids`` are ignored).
+"output_length": int, "hash_ids": [int, ...]}`` (``hash_ids`` optional; other keys ignored).
 
 Prompts are real text: a passage of ``data/corpus.txt`` (public-domain World English Bible prose)
 starting at a seeded sentence, wrapped in a task and the chat template exactly as a user prompt is
@@ -27,6 +27,7 @@ class TraceRequest:
     timestamp_s: float  # arrival, seconds from the trace start
     input_length: int
     output_length: int
+    hash_ids: tuple[int, ...] = ()  # the prompt's 512-token prefix blocks (Mooncake)
 
     @property
     def timestamp_ms(self) -> float:
@@ -63,6 +64,7 @@ def load_trace(path: str | Path) -> list[TraceRequest]:
                 timestamp_s=float(row["timestamp"]) / 1000.0,
                 input_length=int(row["input_length"]),
                 output_length=int(row["output_length"]),
+                hash_ids=tuple(int(h) for h in row.get("hash_ids", ())),
             )
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{path}:{lineno}: not a Mooncake trace line ({exc})") from None
@@ -73,7 +75,10 @@ def load_trace(path: str | Path) -> list[TraceRequest]:
         raise ValueError(f"{path}: empty trace")
     start = min(r.timestamp_s for r in requests)
     return sorted(
-        (TraceRequest(r.timestamp_s - start, r.input_length, r.output_length) for r in requests),
+        (
+            TraceRequest(r.timestamp_s - start, r.input_length, r.output_length, r.hash_ids)
+            for r in requests
+        ),
         key=lambda r: r.timestamp_s,
     )
 

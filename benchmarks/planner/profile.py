@@ -39,6 +39,7 @@ QUICK_CONCURRENCY = [1, 4]
 class Target(str, Enum):
     device = "device"
     cloud = "cloud"
+    list = "list"  # the shipped profiles and settings, with their source
 
 
 def _random_ids(num_tokens: int, vocab_size: int, seed: int) -> list[int]:
@@ -151,13 +152,17 @@ def _batch_row(loaded, batch: int, context: int, num_steps: int, slowdown: float
     return _summary("concurrency", batch, samples)
 
 
-def _meta(loaded, target: str, threads: int, slowdown: float, name: str | None) -> dict:
+def _meta(
+    loaded, target: str, threads: int, slowdown: float, name: str | None, lengths: list[int]
+) -> dict:
     import torch
     import transformers
 
     return {
         "name": name or f"{target}-x{slowdown:g}",
+        "source": "measured",
         "target": target,
+        "measured_max_prompt_len": max(lengths),
         "machine": f"{host.node()} {host.machine()} {host.processor() or ''}".strip(),
         "cpu_count": os.cpu_count(),
         "model": loaded.name,
@@ -192,7 +197,7 @@ def build_profile(
     measurements = {"prefill": prefill_rows, "decode": decode_rows}
     prefill = fit_prefill(*_medians(prefill_rows, "length"))
     decode = fit_decode(*_medians(decode_rows, "context"))
-    meta = _meta(loaded, target.value, threads, slowdown, name)
+    meta = _meta(loaded, target.value, threads, slowdown, name, lengths)
     if target is Target.device:
         return DeviceProfile(prefill=prefill, decode=decode, meta=meta, measurements=measurements)
     batch_rows = measure_batch_decode(
@@ -207,8 +212,8 @@ def build_profile(
 
 
 def profile_command(
-    target: Target = typer.Argument(..., help="device or cloud"),
-    output: Path = typer.Option(..., "-o", "--output", help="profile JSON to write"),
+    target: Target = typer.Argument(..., help="device, cloud, or list (the shipped profiles)"),
+    output: Path = typer.Option(None, "-o", "--output", help="profile JSON to write"),
     model: str = typer.Option(DEFAULT_MODEL, help="model alias or folder"),
     threads: int = typer.Option(1, help="torch intra-op threads (cores are shared)"),
     device_slowdown: float = typer.Option(1.0, help="multiply measured times by K (>= 1)"),
@@ -217,10 +222,18 @@ def profile_command(
     name: str = typer.Option(None, help="profile name (default target-xK)"),
     quick: bool = typer.Option(False, help="few short lengths, 2 repeats"),
 ) -> None:
-    """Measure prefill/decode (and cloud concurrency) with the real model; fit the cost model."""
+    """Measure prefill/decode (and cloud concurrency) with the real model; fit the cost model.
+
+    ``pdd profile list`` lists the shipped profiles (measured here or derived from published
+    figures) and example settings; each name works wherever a profile path is accepted."""
     from common.model import load_model
     from common.platform import set_threads
 
+    if target is Target.list:
+        list_shipped()
+        return
+    if output is None:
+        raise typer.BadParameter("-o/--output is required to measure a profile")
     if device_slowdown <= 0:
         raise typer.BadParameter("--device-slowdown must be > 0")
     try:
@@ -253,3 +266,19 @@ def profile_command(
     if isinstance(profile, CloudProfile):
         b = profile.batch
         typer.echo(f"  batch step {b.e0 * 1e3:.1f} ms + {b.e1 * 1e3:.2f} ms/request")
+
+
+def list_shipped() -> None:
+    from benchmarks.planner.profiles import prompt_range, shipped_profiles, shipped_settings
+    from common.timing_model import load_profile
+
+    typer.echo(f"{'name':26s} {'kind':6s} {'source':8s} {'prompt<=':>9s}  what")
+    for entry in shipped_profiles():
+        _, valid = prompt_range(load_profile(entry.path, entry.kind))
+        typer.echo(
+            f"{entry.name:26s} {entry.kind:6s} {entry.source:8s} {valid or '?':>9}  {entry.summary}"
+        )
+    typer.echo(
+        "settings (pdd tune output, for --settings): "
+        + ", ".join(p.stem for p in shipped_settings())
+    )

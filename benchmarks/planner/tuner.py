@@ -19,6 +19,8 @@ from pathlib import Path
 
 import typer
 
+from benchmarks.planner.profiles import check_prompt_lens, load_named
+from benchmarks.planner.sim_workload import trace_path
 from benchmarks.planner.tuning_inputs import buckets_from_trace, load_quality, parse_slo
 from common.messages import MAX_REFINE_RATIO
 from common.settings import Bucket, Prediction, SplitSettings
@@ -31,7 +33,6 @@ from common.timing_model import (
     cloud_busy_s,
     display_interval,
     handoff_index,
-    load_profile,
     min_safe_budget,
     prompt_done_time,
     ttft_device_only,
@@ -107,8 +108,10 @@ def _pacing(
     tau_d = device.decode.mean_time(prompt_len, cfg.output_len)
     jitter = cfg.network.jitter_s
     hi = cfg.slo.tpot_s if cfg.slo.tpot_s is not None else STRETCH_FACTOR * tau_d + jitter
-    plan = min(PLAN_FACTOR * tau_d + jitter, hi)
-    return tau_d, min(tau_d, hi), plan, hi
+    plan = PLAN_FACTOR * tau_d + jitter
+    if cfg.slo.tpot_s is not None:  # the SLO allows wider gaps: size N for them, same headroom
+        plan = max(plan, hi * PLAN_FACTOR / STRETCH_FACTOR)
+    return tau_d, min(tau_d, hi), min(plan, hi), hi
 
 
 def _budget(
@@ -123,7 +126,9 @@ def _budget(
         nxt = min_safe_budget(t0, catch, tau_d, hi, margin)
         if nxt <= n:
             break
-        n = nxt
+        n = min(nxt, cfg.output_len)  # past O the device never takes over (and may diverge)
+        if n >= cfg.output_len:
+            break
     return n, margin
 
 
@@ -250,6 +255,7 @@ def plan_bucket(L: int, dev: DeviceProfile, cloud: CloudProfile, cfg: TuneConfig
     bucket = Bucket(
         max_prompt_len=L,
         use_cloud=True,
+        use_device=not capped,  # the cloud answers all: longer answers must not hand off late
         cloud_tokens=n,
         refine_ratio=ratio,
         min_interval_s=lo,
@@ -286,13 +292,15 @@ def _fail(message: str) -> typer.Exit:
 
 
 def tune_command(
-    device_profile: Path = typer.Option(..., help="device profile JSON (pdd profile device)"),
-    cloud_profile: Path = typer.Option(..., help="cloud profile JSON (pdd profile cloud)"),
+    device_profile: str = typer.Option(
+        ..., help="device profile JSON, or a `pdd profile list` name"
+    ),
+    cloud_profile: str = typer.Option(..., help="cloud profile JSON, or a `pdd profile list` name"),
     output: Path = typer.Option(..., "-o", "--output", help="settings JSON to write"),
     rtt_ms: float = typer.Option(50.0, help="device-cloud round trip"),
     jitter_ms: float = typer.Option(0.0, help="extra one-way delay, up to"),
     input_lens: str = typer.Option("128,256,512,1024,2048", help="bucket prompt lengths"),
-    trace: Path = typer.Option(None, help="Mooncake JSONL trace: buckets from its lengths"),
+    trace: str = typer.Option(None, help="Mooncake JSONL trace (or mooncake-5min): its lengths"),
     output_len: int = typer.Option(None, help="answer length O (default 256, or trace median)"),
     slo: str = typer.Option("", help="ttft:MS,tpot:MS (each optional)"),
     quality_floor: float = typer.Option(None, help="least refinement agreement allowed"),
@@ -300,9 +308,10 @@ def tune_command(
 ) -> None:
     """Choose N, refine ratio and pacing per prompt-length bucket from measured profiles."""
     try:
-        dev = load_profile(device_profile, "device")
-        cloud = load_profile(cloud_profile, "cloud")
-        lens, out_len = buckets_from_trace(trace, input_lens, output_len)
+        dev = load_named(device_profile, "device")  # a file, or a `pdd profile list` name
+        cloud = load_named(cloud_profile, "cloud")
+        lens, out_len = buckets_from_trace(trace and trace_path(trace), input_lens, output_len)
+        notes = [check_prompt_lens(p, max(lens)) for p in (dev, cloud)]  # refuses far past range
         quality = load_quality(quality_file) if quality_file else None
         if quality is not None and quality_floor is None:
             raise ValueError("--quality-file needs --quality-floor")
@@ -319,6 +328,8 @@ def tune_command(
     except (ProfileError, InfeasibleError, ValueError, OSError) as exc:
         raise _fail(str(exc)) from None
     settings.save(output)
+    for note in filter(None, notes):
+        typer.echo(note)
     for bucket, pred in zip(settings.buckets, settings.predictions, strict=True):
         typer.echo(
             f"L<={bucket.max_prompt_len:5d} cloud={bucket.use_cloud!s:5} N={bucket.cloud_tokens:4d}"

@@ -9,7 +9,9 @@ import typer
 
 from common.cli_options import command_from
 
+from .fleet import main as fleet_main
 from .options import ChunkedPrefillOptions, EngineScalingOptions, RefineStudyOptions, fail
+from .sim_validation import main as sim_validation_main
 
 
 @command_from(RefineStudyOptions, on_error=fail)
@@ -41,10 +43,13 @@ def chunked_prefill_command(options: ChunkedPrefillOptions) -> None:
 
 
 study_app = typer.Typer(
-    help="Studies that measured the design (refinement, engine scaling, chunked prefill).",
+    help="Studies that measured the design (refinement, engine scaling, chunked prefill, fleet).",
     no_args_is_help=True,
     add_completion=False,
 )
 study_app.command("refine-quality")(refine_quality_command)
 study_app.command("engine-scaling")(engine_scaling_command)
 study_app.command("chunked-prefill")(chunked_prefill_command)
+# The fleet study and the simulator's validation (no torch: the planner is already imported).
+study_app.command("fleet")(fleet_main)
+study_app.command("sim-validation")(sim_validation_main)

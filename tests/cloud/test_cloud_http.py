@@ -10,7 +10,17 @@ from cloud_clients import end_of, http_events, story, token_ids
 from httpx_sse import connect_sse
 from server_probes import metric, wait_for
 
-from common.messages import EndReason, FirstToken, KeepSet, Token
+from cloud_server.openai_schema import ChatRequest, CompletionRequest
+from common.messages import (
+    EndReason,
+    FirstToken,
+    GenerateRequest,
+    Handoff,
+    KeepSet,
+    Token,
+    parse_event,
+)
+from common.wire import REQUEST_SECRET_HEADER
 
 
 def test_stream_is_first_token_then_consecutive_tokens_then_end(cloud_server):
@@ -49,15 +59,22 @@ def test_handoff_stops_the_cloud_early(cloud_server):
     url = cloud_server.http_url
     handoffs_before = metric(url, "pdd_handoffs_total")
     body = story(max_tokens=16, cloud_tokens=15, request_id="handoff-http")
-    replies = []
-
-    def on_event(event) -> None:
-        if isinstance(event, Token) and event.index == 2:
-            replies.append(
-                httpx.post(f"{url}/v1/pd/requests/handoff-http/handoff", json={"at_index": 3})
-            )
-
-    events = http_events(url, body, on_event)
+    replies, events = [], []
+    with (
+        httpx.Client(timeout=60.0) as client,
+        connect_sse(client, "POST", url + "/v1/pd/generate", json=body) as source,
+    ):
+        secret = source.response.headers[REQUEST_SECRET_HEADER]
+        for sse in source.iter_sse():
+            events.append(parse_event(sse.event, sse.data))
+            if isinstance(events[-1], Token) and events[-1].index == 2:
+                replies.append(
+                    client.post(
+                        f"{url}/v1/pd/requests/handoff-http/handoff",
+                        json={"at_index": 3},
+                        headers={REQUEST_SECRET_HEADER: secret},
+                    )
+                )
     assert replies[0].status_code == 200 and replies[0].json()["status"] == "stopping"
     end = end_of(events)
     assert end.reason is EndReason.HANDOFF
@@ -113,6 +130,33 @@ def test_bad_request_gets_4xx_with_a_message(cloud_server, body, status, code, t
     assert reply.json()["error"]["code"] == code
     assert text in reply.json()["error"]["message"]
     assert httpx.get(cloud_server.http_url + "/health").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("content", "text"),
+    [
+        (
+            b'{"prompt": "hi", "max_tokens": "5", "cloud_tokens": 1}',
+            "max_tokens: Input should be a valid integer",
+        ),
+        (
+            b'{"prompt": "hi", "max_tokens": true, "cloud_tokens": 1}',
+            "max_tokens: Input should be a valid integer",
+        ),
+        (
+            b'{"prompt": "hi", "max_tokens": 4, "cloud_tokens": 1.0}',
+            "cloud_tokens: Input should be a valid integer",
+        ),
+        (
+            b'{"prompt": "hi", "max_tokens": 4, "cloud_tokens": 1, "sampling": {"temperature": NaN}}',
+            "sampling.temperature: Input should be a finite number",
+        ),
+    ],
+)
+def test_non_integer_counts_and_nan_are_refused_by_name(cloud_server, content, text):
+    reply = httpx.post(cloud_server.http_url + "/v1/pd/generate", content=content)
+    assert reply.status_code == 400
+    assert text in reply.json()["error"]["message"]
 
 
 @pytest.mark.parametrize(
@@ -176,3 +220,42 @@ def test_concurrent_streams_each_get_their_own_answer(cloud_server):
     for t in threads:
         t.join(60)
     assert results == [alone, alone]
+
+
+def test_a_huge_prompt_is_refused_on_its_size_before_tokenizing(cloud_server):
+    body = story(prompt="lorem ipsum " * 75_000)  # 900 kB: under the body limit, over any context
+    reply = httpx.post(cloud_server.http_url + "/v1/pd/generate", json=body, timeout=30.0)
+    assert reply.status_code == 400 and reply.json()["error"]["code"] == "prompt_too_long"
+    assert "900000 bytes" in reply.json()["error"]["message"]  # counted, not tokenized
+
+
+def test_openapi_describes_bodies_real_statuses_and_streams(cloud_server):
+    spec = httpx.get(cloud_server.http_url + "/openapi.json").json()
+    paths, schemas = spec["paths"], spec["components"]["schemas"]
+    routes = {
+        ("/v1/pd/generate", "post"): (GenerateRequest, {"text/event-stream"}, "409"),
+        ("/v1/pd/requests/{request_id}/handoff", "post"): (Handoff, {"application/json"}, "404"),
+        ("/v1/completions", "post"): (
+            CompletionRequest,
+            {"application/json", "text/event-stream"},
+            "429",
+        ),
+        ("/v1/chat/completions", "post"): (
+            ChatRequest,
+            {"application/json", "text/event-stream"},
+            "429",
+        ),
+    }
+    for (path, method), (model, ok_types, status) in routes.items():
+        op = paths[path][method]
+        ref = op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        assert ref == f"#/components/schemas/{model.__name__}"
+        # the very schema the handler validates with
+        want = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        want.pop("$defs", None)
+        assert schemas[model.__name__] == want
+        assert set(op["responses"]["200"]["content"]) == ok_types
+        assert {"400", "401", "413", status} <= set(op["responses"])
+    for methods in paths.values():
+        for op in methods.values():
+            assert "422" not in op["responses"], "the server answers 400, never 422"

@@ -43,14 +43,15 @@ def test_request_round_trips_through_protobuf():
         prompt_ids=[5, 6, 7],
         max_tokens=9,
         cloud_tokens=3,
-        refine_ratio=0.5,
+        refine_ratio=0.3,
         sampling=SamplingParams(temperature=0.7, top_p=0.9, top_k=20, seed=11),
         fingerprint="abc",
     )
     back = request_from_proto(request_to_proto(req).request)
-    # Floats travel as float32 on the wire.
-    assert back.sampling.temperature == pytest.approx(0.7) and back.refine_ratio == 0.5
-    assert back.model_copy(update={"sampling": req.sampling}) == req
+    # Floats travel as doubles: exactly what the device samples with, not the nearest float32.
+    assert back.sampling.temperature == 0.7 and back.sampling.top_p == 0.9
+    assert back.refine_ratio == 0.3
+    assert back == req
 
 
 def test_bad_protobuf_fields_become_invalid_request():

@@ -42,12 +42,17 @@ def test_cloud_only_matches_device_only(cloud_server, make_client, reference, tr
     assert set(result.sources) == {"cloud"}
 
 
-def test_seeded_sampling_is_identical_across_the_handoff(cloud_server, make_client, reference):
-    """Token i is drawn with a generator seeded from (seed, i) on both sides."""
+@pytest.mark.parametrize("transport", ["http", "grpc"])
+def test_seeded_sampling_is_identical_across_the_handoff(
+    cloud_server, make_client, reference, transport
+):
+    """Token i is drawn with a generator seeded from (seed, i) on both sides (the wire is exact:
+    over gRPC too, 0.9 arrives as 0.9, not as the nearest float32)."""
     sampling = SamplingParams(temperature=0.9, top_p=0.95, top_k=50, seed=7)
     want = reference(LONG_PROMPT, MAX_TOKENS, sampling)
     assert want != reference(LONG_PROMPT, MAX_TOKENS), "sampling should differ from greedy"
-    client = make_client(cloud_server.http_url, device_slowdown=3.0, prefill_chunk_tokens=16)
+    url = cloud_server.grpc_url if transport == "grpc" else cloud_server.http_url
+    client = make_client(url, device_slowdown=3.0, prefill_chunk_tokens=16)
     pd = client.generate(
         LONG_PROMPT, max_tokens=MAX_TOKENS, mode="pd", cloud_tokens=6, sampling=sampling
     )

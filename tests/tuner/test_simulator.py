@@ -6,14 +6,15 @@ from tuner_profiles import fast_cloud, slow_device
 
 from benchmarks.planner.sim_cloud import simulate_cloud
 from benchmarks.planner.sim_display import run_display
-from benchmarks.planner.simulator import Fleet, poisson_workload, simulate_mode
+from benchmarks.planner.sim_fleet import Fleet, simulate_mode
+from benchmarks.planner.sim_workload import poisson_workload
 from benchmarks.planner.tuner import Slo, TuneConfig, tune
 from common.timing_model import NetworkProfile
 from device_client.speed_controller import PacingConfig
 
 
 def _fleet(settings, **kw) -> Fleet:
-    return Fleet(settings, [slow_device()], fast_cloud(), NetworkProfile(), 8, 10.0, 0.4, **kw)
+    return Fleet([settings], [slow_device()], fast_cloud(), NetworkProfile(), 8, 10.0, 0.4, **kw)
 
 
 def test_zero_jitter_reproduces_the_predicted_handoff_index():

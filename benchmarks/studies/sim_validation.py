@@ -1,0 +1,102 @@
+"""The simulator against live ``pdd bench --virtual-devices`` runs (issue 15's validation).
+
+Each bench result (one load: M closed-loop virtual devices, cloud-only then pd with a fixed N)
+is replayed in the simulator with the same profiles, prompt lengths, answer length, N and slots,
+at the request rate the live run sustained (Poisson: the simulator is open-loop, an approximation
+the comparison states). Printed per load and mode: live against simulated p90 TTFT, p90 max gap
+(cloud-only only: a virtual device records cloud arrivals, not a display), cloud busy seconds
+per request, and the error; a row is within target when every error is at most 20%.
+
+Run it on a quiet machine (live timings on shared cores are not the profile's), e.g.::
+
+    for M in 2 4 8; do
+      pdd bench --virtual-devices $M --device-profile cpu-device-x4 --input-lens 512 \\
+        --output-len 128 --num-prompts 24 --cloud-tokens 32 --rtt-ms 50 --save-result vd$M.json
+    done
+    pdd profile cloud --threads 1 --lengths 128,256,512,1024 -o cloud_quiet.json
+    python -m benchmarks.studies.sim_validation --cloud-profile cloud_quiet.json \\
+      --device-profile cpu-device-x4 --slots 4 vd2.json vd4.json vd8.json
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import typer
+
+from benchmarks.planner.profiles import load_named
+from benchmarks.planner.sim_fleet import Fleet, simulate_mode
+from benchmarks.planner.sim_workload import poisson_workload
+from common.settings import Bucket, SplitSettings
+from common.timing_model import NetworkProfile
+
+TARGET = 0.20
+MODES = {"cloud": "cloud-only", "pd": "pd"}
+
+
+def _settings(n: int, tau_d: float) -> SplitSettings:
+    bucket = Bucket(
+        max_prompt_len=1 << 20,
+        cloud_tokens=n,
+        min_interval_s=tau_d,
+        max_interval_s=1.5 * tau_d,
+        reason="fixed N of the live run",
+    )
+    return SplitSettings(buckets=[bucket])
+
+
+def compare(result: dict, device, cloud, slots: int, num: int) -> list[dict]:
+    cfg = result["config"]
+    lens, out_len = cfg["input_lens"], int(cfg["output_len"])
+    n = int(cfg.get("cloud_tokens") or 16)
+    net = NetworkProfile(float(cfg.get("rtt_ms", 50.0)) / 1e3, 0.0)
+    tau_d = device.decode.time(max(lens))
+    fleet = Fleet([_settings(n, tau_d)], [device], cloud, net, slots, 1e9, 1e9)
+    rows = []
+    for key, mode in MODES.items():
+        live = result["modes"][key]
+        rate = float(live["sustained_request_rate"])
+        res = simulate_mode(mode, poisson_workload(rate, num, lens, out_len, 1), fleet)
+        sim = {"p90_ttft_s": float(np.percentile(res.ttft, 90)), "cloud_busy_s": res.cloud_busy_s}
+        meas = {"p90_ttft_s": live["p90_ttft_ms"] / 1e3, "cloud_busy_s": live["mean_cloud_busy_s"]}
+        if mode == "cloud-only":  # pd's live gaps are cloud arrivals, the simulator's displays
+            sim["p90_max_gap_s"] = float(np.percentile(res.max_tpot, 90))
+            meas["p90_max_gap_s"] = (live.get("p90_max_gap_ms") or 0.0) / 1e3
+        err = {k: (sim[k] - meas[k]) / meas[k] if meas[k] else None for k in sim}
+        ok = all(e is not None and abs(e) <= TARGET for e in err.values())
+        rows.append(
+            {"devices": result.get("virtual_devices"), "mode": mode, "rate": rate}
+            | {"live": meas, "sim": sim, "err": err, "within_20pct": ok}
+        )
+    return rows
+
+
+def main(
+    results: list[Path] = typer.Argument(..., help="pdd bench --virtual-devices result JSONs"),
+    cloud_profile: str = typer.Option("cpu-cloud", help="the cloud the live runs used"),
+    device_profile: str = typer.Option("cpu-device-x4", help="the virtual devices' profile"),
+    slots: int = typer.Option(4, help="the live cloud's --max-concurrent"),
+    num_requests: int = typer.Option(5000),
+) -> None:
+    """Print live vs simulated per load and mode; exit 1 if a figure is off by more than 20%."""
+    device, cloud = load_named(device_profile, "device"), load_named(cloud_profile, "cloud")
+    rows = [
+        r for path in results for r in compare(json.loads(path.read_text()), device, cloud, slots, num_requests)
+    ]  # fmt: skip
+    for r in rows:
+        cells = "  ".join(
+            f"{k} {r['live'][k]:.3g}/{r['sim'][k]:.3g} ({(r['err'][k] or 0):+.0%})"
+            for k in r["sim"]
+        )
+        flag = "ok" if r["within_20pct"] else "OFF"
+        typer.echo(
+            f"M={r['devices']} {r['mode']:10s} {r['rate']:.3g} req/s  live/sim {cells}  {flag}"
+        )
+    if not all(r["within_20pct"] for r in rows):
+        raise typer.Exit(1)
+
+
+if __name__ == "__main__":
+    typer.run(main)
