@@ -186,6 +186,10 @@ class VllmEngine:
 
     def _admit(self, request: GenerateRequest, owner: str) -> _Running:
         assert self._llm is not None, "start() the engine first"
+        if request.logprobs is not None or request.prompt_logprobs is not None:
+            raise InvalidRequest(
+                "logprobs are not served by the vllm engine yet; drop them or use --engine builtin"
+            )
         prompt_ids = prompt_ids_for(request, self.loaded)
         check_request(request, prompt_ids, self.loaded, self.config)
         if self._is_closed:

@@ -197,6 +197,7 @@ def test_overload_is_rejected_at_once(vllm_cloud):
         ({"prompt": ""}, 400, "invalid_request"),
         ({"prompt": "word " * 3000}, 400, "prompt_too_long"),
         ({"cloud_tokens": -1}, 400, "invalid_request"),
+        ({"logprobs": 2}, 400, "invalid_request"),  # not served yet: refused, never ignored
     ],
 )
 def test_bad_input_is_a_4xx_as_on_builtin(vllm_cloud, fields, status, code):
