@@ -20,6 +20,7 @@ from vllm_helpers import (
 )
 
 from common.messages import GenerateRequest, KeepSet, SamplingParams
+from common.wire import REQUEST_SECRET_HEADER
 
 MAX_TOKENS = 24
 LONG_PROMPT = (
@@ -111,11 +112,12 @@ def test_http_handoff_stops_the_cloud_early(vllm_cloud):
     m = 3
     body = STORY | {"request_id": "vllm-handoff-http", "max_tokens": 300, "cloud_tokens": 299}
 
-    def on_event(event) -> None:
+    def on_event(event, headers) -> None:
         if index_of(event) == m - 1:
             reply = httpx.post(
                 f"{vllm_cloud.http_url}/v1/pd/requests/vllm-handoff-http/handoff",
                 json={"at_index": m},
+                headers={REQUEST_SECRET_HEADER: headers[REQUEST_SECRET_HEADER]},  # its caller only
             )
             assert reply.json()["status"] in ("stopping", "finished")
 

@@ -27,8 +27,8 @@ def http_events(url: str, body: dict, on_event=None) -> list:
         assert source.response.status_code == 200, source.response.read()
         for sse in source.iter_sse():
             events.append(parse_event(sse.event, sse.data))
-            if on_event is not None:
-                on_event(events[-1])
+            if on_event is not None:  # with the response headers (the handoff secret)
+                on_event(events[-1], source.response.headers)
     return events
 
 
