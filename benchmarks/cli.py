@@ -12,6 +12,7 @@ from benchmarks.planner.tuner_check import tuner_check_command
 from benchmarks.studies.commands import study_app
 from cloud_server.cli import gateway as cloud_gateway
 from cloud_server.cli import serve as cloud_serve
+from device_client.chat_cli import chat
 from device_client.cli import generate
 
 app = typer.Typer(
@@ -33,6 +34,7 @@ app.command("tuner-check")(tuner_check_command)
 app.command("simulate")(simulate_command)
 app.add_typer(study_app, name="study")
 app.command("generate")(generate)
+app.command("chat")(chat)
 
 
 if __name__ == "__main__":

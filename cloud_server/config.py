@@ -17,6 +17,10 @@ def _zero_is_none(value: int) -> int | None:
     return value or None
 
 
+def _mib_to_bytes(mib: int) -> int:
+    return mib << 20
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     """What the engine admits and how it reports overload."""
@@ -36,6 +40,15 @@ class EngineConfig:
     prefill_chunk_tokens: int = knob(
         512, "prompt tokens prefilled between two decode rounds; 0: whole prompts first"
     )
+    # Prefix cache: the KV of recent prompts, up to this many bytes (least recently used
+    # evicted); a prompt that starts like a cached one prefills only the rest. 0: off.
+    prefix_cache_bytes: int = knob(
+        256 << 20,
+        "MiB of recent prompts' KV kept to skip a repeated prefix; 0: off",
+        flag="--prefix-cache-mb",
+        cli_default=256,
+        parse=_mib_to_bytes,
+    )
 
     def __post_init__(self) -> None:
         if self.max_concurrent_requests < 1:
@@ -44,6 +57,8 @@ class EngineConfig:
             raise ValueError("max_queue must be >= 0")
         if self.prefill_chunk_tokens < 0:
             raise ValueError("prefill_chunk_tokens must be >= 0 (0: no chunking)")
+        if self.prefix_cache_bytes < 0:
+            raise ValueError("prefix_cache_bytes must be >= 0 (0: no prefix cache)")
         if self.max_prompt_tokens is not None and self.max_prompt_tokens < 1:
             raise ValueError("max_prompt_tokens must be at least 1")
 

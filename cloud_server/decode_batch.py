@@ -24,11 +24,11 @@ from common.forward import cache_kwargs
 from .sequence import Sequence
 
 
-def _kv(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def kv_of(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(layer.keys, layer.values) for layer in cache.layers]
 
 
-def _set_kv(cache: DynamicCache, kv: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+def set_kv(cache: DynamicCache, kv: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
     for layer, (keys, values) in zip(cache.layers, kv, strict=True):
         if not layer.is_initialized:
             layer.lazy_initialization(keys, values)
@@ -60,25 +60,13 @@ class DecodeBatch:
     def length(self) -> int:
         return 0 if self.mask is None else self.mask.shape[1]
 
-    def sync(self, seqs: list[Sequence]) -> None:
-        """Make the rows exactly ``seqs``: drop rows not in it, add new ones (after prefill)."""
-        wanted = set(seqs)
-        gone = [s for s in self.seqs if s not in wanted]
-        if gone:
-            self.remove(gone)
-        present = set(self.seqs)
-        for seq in seqs:
-            if seq not in present:
-                self.add(seq)
-
-    def add(self, seq: Sequence) -> None:
-        """Move ``seq``'s own cache (batch 1) into the batch; ``seq.kv`` is dropped."""
-        assert seq.kv is not None, "a sequence joins the batch after its prefill"
-        row_kv = _kv(seq.kv)
+    def add(self, seq: Sequence, cache: DynamicCache) -> None:
+        """Move ``seq``'s own prefilled cache (batch 1) into the batch as a new row."""
+        row_kv = kv_of(cache)
         row_len = row_kv[0][0].shape[2]
         row_mask = torch.ones(1, row_len, dtype=torch.long, device=row_kv[0][0].device)
         if self.cache is None:
-            self.cache, self.mask = seq.kv, row_mask
+            self.cache, self.mask = cache, row_mask
         else:
             assert self.mask is not None
             new_len = max(self.length, row_len)
@@ -88,12 +76,11 @@ class DecodeBatch:
                     torch.cat([_left_pad(k, grow, 2), _left_pad(rk, row_grow, 2)]),
                     torch.cat([_left_pad(v, grow, 2), _left_pad(rv, row_grow, 2)]),
                 )
-                for (k, v), (rk, rv) in zip(_kv(self.cache), row_kv, strict=True)
+                for (k, v), (rk, rv) in zip(kv_of(self.cache), row_kv, strict=True)
             ]
-            _set_kv(self.cache, kv)
+            set_kv(self.cache, kv)
             self.mask = torch.cat([_left_pad(self.mask, grow, 1), _left_pad(row_mask, row_grow, 1)])
         self.seqs.append(seq)
-        seq.kv = None
 
     def remove(self, seqs: list[Sequence]) -> None:
         """Drop these rows (unknown sequences are ignored) and trim all-padding columns."""
@@ -112,9 +99,9 @@ class DecodeBatch:
         self.mask = mask[:, start:]
         kv = [
             (k.index_select(0, index)[:, :, start:], v.index_select(0, index)[:, :, start:])
-            for k, v in _kv(self.cache)
+            for k, v in kv_of(self.cache)
         ]
-        _set_kv(self.cache, kv)
+        set_kv(self.cache, kv)
 
     @torch.inference_mode()
     def forward(self) -> torch.Tensor:

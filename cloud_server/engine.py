@@ -17,14 +17,15 @@ from collections.abc import AsyncIterator
 from common.clock import Clock, MonotonicClock
 from common.detokenize import Detokenizer
 from common.errors import CloudUnavailable, InvalidRequest, PDError, UnknownRequest
-from common.messages import End, EndReason, GenerateRequest, Usage
+from common.messages import End, EndReason, GenerateRequest, KeepSet, Usage
 from common.model import LoadedModel
 
 from .config import EngineConfig
+from .engine_api import Event
 from .metrics import Metrics
-from .model_runner import ModelRunner
-from .scheduler import Scheduler, StepKind
-from .sequence import Event, Mailbox, RequestKey, Sequence
+from .model_runner import ModelRunner, SeqOutput
+from .scheduler import Scheduler, SequenceStatus, Step, StepKind
+from .sequence import Mailbox, RequestKey, Sequence
 from .validation import check_request, max_new_tokens_for, prompt_ids_for
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ class SequenceStream:
     def cancel(self, message: str = "client disconnected") -> None:
         """Stop the request if it is still running (no-op after its ``End``)."""
         if not self.is_done:
-            self._engine.stop_sequence(self._seq, EndReason.CANCELLED, message)
+            self._engine.request_stop(self._seq, EndReason.CANCELLED, message)
 
 
 class Engine:
@@ -74,11 +75,13 @@ class Engine:
         self.loaded = loaded
         self.config = config or EngineConfig()
         self.metrics = metrics or Metrics()
-        self.runner = runner or ModelRunner(loaded)
+        self.runner = runner or ModelRunner(loaded, self.config.prefix_cache_bytes)
         self.scheduler = Scheduler(self.config)
         self._clock = clock or MonotonicClock()
         self._cond = threading.Condition()
         self._recent: OrderedDict[RequestKey, None] = OrderedDict()  # ended, for late handoffs
+        self._stopping: list[Sequence] = []  # asked to stop; the worker ends them next step
+        self._arrived: list[Sequence] = []  # admitted since the last step: prefix not looked up
         self._is_closed = False
         self._thread: threading.Thread | None = None
 
@@ -96,8 +99,8 @@ class Engine:
         """Refuse new requests and end the active ones with an error (does not block)."""
         with self._cond:
             self._is_closed = True
-            for seq in self._active():
-                seq.request_stop(EndReason.ERROR, "the cloud server is shutting down")
+            for seq in self.scheduler.active():
+                self.request_stop(seq, EndReason.ERROR, "the cloud server is shutting down")
             self._cond.notify_all()
 
     def stop(self, timeout_s: float = 10.0) -> None:
@@ -148,6 +151,7 @@ class Engine:
                     f"request_id {request.request_id!r} is already in use; send a fresh id"
                 )
             self.scheduler.add(seq, seq.arrival_s)
+            self._arrived.append(seq)
             self.metrics.active.set(self.scheduler.num_active)
             self._cond.notify()
         return seq
@@ -169,14 +173,15 @@ class Engine:
                     f"no request with id {request_id!r} is running on this server; "
                     "send the handoff to the server that streams the request"
                 )
-            seq.request_stop(EndReason.HANDOFF, f"device took over at index {at_index}")
-            self._cond.notify()
+            self.request_stop(seq, EndReason.HANDOFF, f"device took over at index {at_index}")
         return "stopping"
 
-    def stop_sequence(self, seq: Sequence, reason: EndReason, message: str) -> None:
+    def request_stop(self, seq: Sequence, reason: EndReason, message: str) -> None:
+        """End ``seq`` at the worker's next step (any thread; a no-op once it has ended)."""
         with self._cond:
-            seq.request_stop(reason, message)
-            self._cond.notify()
+            if seq.request_stop(reason, message):
+                self._stopping.append(seq)
+                self._cond.notify()
 
     # ---- the worker ------------------------------------------------------------------------
 
@@ -194,55 +199,71 @@ class Engine:
 
     def step(self) -> None:
         """One engine step: schedule, run the model, post-process its tokens."""
+        step = self._schedule()
+        outputs = self._run_model(step)
+        self._postprocess(outputs)
+
+    def _schedule(self) -> Step:
+        """End the requests asked to stop, look up new prompts' cached prefixes, plan a step."""
         with self._cond:
+            for seq in self._stopping:
+                if seq.status is not SequenceStatus.FINISHED:  # it may have ended meanwhile
+                    assert seq.stop_reason is not None
+                    self._finish(seq, seq.stop_reason, seq.stop_message)
+            self._stopping.clear()
+            for seq in self._arrived:
+                if seq.status is not SequenceStatus.FINISHED:
+                    seq.num_cached = seq.num_prefilled = self.runner.attach_prefix(seq)
+            self._arrived.clear()
             step = self.scheduler.schedule(self._clock.now())
-        for seq in step.stopped:
-            assert seq.stop_reason is not None
-            self._finish(seq, seq.stop_reason, seq.stop_message)
         if step.kind is StepKind.PREFILL:
-            self._prefill(step.seqs[0], *step.prefill_range)
-        elif step.kind is StepKind.DECODE:
-            self._decode(step.seqs)
+            self._count_prefill(step.seqs[0], *step.prefill_range)
+        return step
 
-    def _prefill(self, seq: Sequence, start: int, end: int) -> None:
-        if start == 0:
+    def _count_prefill(self, seq: Sequence, start: int, end: int) -> None:
+        is_first_chunk = start == seq.num_cached  # the cached prefix needs no prefill
+        if is_first_chunk:
             seq.prefill_start_s = self._clock.now()
-        try:
-            out = self.runner.prefill(seq, start, end)
-        except Exception as err:  # a model failure ends this request, never the server
-            self._fail([seq], err)
-            return
-        if out is None:
-            return  # more chunks to come
-        seq.prefill_end_s = self._clock.now()
-        if out.keep_set is not None:
-            seq.mailbox.put(out.keep_set)  # before the first token, as the device expects
-        self.metrics.observe_first_token(
-            ttft_s=seq.prefill_end_s - seq.arrival_s, queue_s=seq.queue_s, prefill_s=seq.prefill_s
-        )
-        self._emit(seq, out.token_id)
+        self.metrics.observe_prefill(end - start, seq.num_cached if is_first_chunk else 0)
 
-    def _decode(self, seqs: list[Sequence]) -> None:
+    def _run_model(self, step: Step) -> list[SeqOutput]:
         try:
-            token_ids = self.runner.decode(seqs)
-        except Exception as err:
-            self._fail(seqs, err)
-            return
-        for seq, token_id in zip(seqs, token_ids, strict=True):
-            self._emit(seq, token_id)
+            if step.kind is StepKind.PREFILL:
+                return [self.runner.prefill(step.seqs[0], *step.prefill_range)]
+            if step.kind is StepKind.DECODE:
+                return self.runner.decode(step.seqs)
+        except Exception as err:  # a failed forward ends the requests in it, never the server
+            return [SeqOutput(seq, error=err) for seq in step.seqs]
+        return []
 
-    def _emit(self, seq: Sequence, token_id: int) -> None:
+    def _postprocess(self, outputs: list[SeqOutput]) -> None:
+        for out in outputs:
+            if out.error is not None:
+                self._fail(out.seq, out.error)
+            elif out.token_id is not None:  # None: a prefill chunk before the last
+                self._emit(out.seq, out.token_id, out.keep_set)
+
+    def _emit(self, seq: Sequence, token_id: int, keep_set: KeepSet | None) -> None:
+        if seq.num_tokens == 0:  # the first token: the prefill is done
+            seq.prefill_end_s = self._clock.now()
+            if keep_set is not None:
+                seq.mailbox.put(keep_set)  # before the first token, as the device expects
+            self.metrics.observe_first_token(
+                ttft_s=seq.prefill_end_s - seq.arrival_s,
+                queue_s=seq.queue_s,
+                prefill_s=seq.prefill_s,
+            )
         seq.mailbox.put(seq.append_token(token_id))
         reason = seq.natural_end(self.loaded.eos_token_ids)
         if reason is not None:
             self._finish(seq, reason, "")
 
-    def _fail(self, seqs: list[Sequence], err: Exception) -> None:
-        log.exception("model step failed for %d request(s)", len(seqs))
-        for seq in seqs:
-            self._finish(seq, EndReason.ERROR, f"cloud model error: {type(err).__name__}: {err}")
+    def _fail(self, seq: Sequence, err: Exception) -> None:
+        log.error("request %s failed", seq.request_id, exc_info=err)
+        self._finish(seq, EndReason.ERROR, f"cloud model error: {type(err).__name__}: {err}")
 
     def _finish(self, seq: Sequence, reason: EndReason, message: str) -> None:
+        """The one place a request ends: slot, KV, its ``End`` event and the metrics."""
         now = self._clock.now()
         with self._cond:
             self.scheduler.finish(seq)
@@ -256,6 +277,7 @@ class Engine:
             queue_s=seq.queue_s,
             prefill_s=seq.prefill_s,
             busy_s=busy_s,
+            cached_tokens=seq.num_cached,
         )
         seq.mailbox.put(End(reason=reason, usage=usage, message=message))
         self.metrics.observe_end(reason.value, seq.num_tokens, busy_s)
@@ -264,7 +286,3 @@ class Engine:
         self._recent[key] = None
         while len(self._recent) > self.config.num_recent_ids:
             self._recent.popitem(last=False)
-
-    def _active(self) -> list[Sequence]:
-        s = self.scheduler
-        return [*s.queued, *s.waiting, *s.running]

@@ -45,11 +45,22 @@ class Metrics:
         self.requests = Counter(
             "pdd_requests", "requests finished, by end reason", ["reason"], registry=r
         )
+        self.prefill_tokens = Counter(
+            "pdd_prefill_tokens", "prompt tokens run through a prefill forward", registry=r
+        )
+        self.cached_tokens = Counter(
+            "pdd_cached_prompt_tokens", "prompt tokens taken from the prefix cache", registry=r
+        )
 
     def observe_first_token(self, ttft_s: float, queue_s: float, prefill_s: float) -> None:
         self.ttft.observe(ttft_s)
         self.queue.observe(queue_s)
         self.prefill.observe(prefill_s)
+
+    def observe_prefill(self, num_tokens: int, num_cached: int) -> None:
+        """One prefill forward of ``num_tokens``; ``num_cached``: the prefix it did not need."""
+        self.prefill_tokens.inc(num_tokens)
+        self.cached_tokens.inc(num_cached)
 
     def observe_end(self, reason: str, num_tokens: int, busy_s: float) -> None:
         """``num_tokens``: tokens the cloud generated, first token included."""

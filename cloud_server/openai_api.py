@@ -70,6 +70,7 @@ class AnswerRun:
         self.stream = stream
         self.matcher = StopMatcher(stops)
         self.prompt_tokens = 0
+        self.cached_tokens = 0  # prompt tokens the cloud's prefix cache held
         self.token_ids: list[int] = []
         self.logprobs: list[TokenLogprob] = []  # one per token when the request asked for them
         self.prompt_logprobs: list[TokenLogprob] | None = None
@@ -117,6 +118,7 @@ class AnswerRun:
         if end.reason is EndReason.ERROR:
             raise PDError(end.message or "the cloud ended the answer with an error")
         self.prompt_tokens = end.usage.prompt_tokens
+        self.cached_tokens = end.usage.cached_tokens
         self.finish_reason = "stop" if end.reason is EndReason.EOS else "length"
 
 
@@ -192,7 +194,9 @@ class Answer:
         text = "".join([piece.text async for piece in self.run.pieces()])
         logprobs = self.logprobs(0, len(self.run.token_ids), with_prompt=True)
         chosen = choice(self.is_chat, self.echo + text, self.run.finish_reason, False, logprobs)
-        usage = usage_body(self.run.prompt_tokens, self.run.completion_tokens)
+        usage = usage_body(
+            self.run.prompt_tokens, self.run.completion_tokens, self.run.cached_tokens
+        )
         rid = self.gen.request_id
         return body(rid, self.model, self.is_chat, is_chunk=False, choices=[chosen], usage=usage)
 
@@ -216,7 +220,7 @@ class Answer:
             last = choice(is_chat, None, run.finish_reason, True, self.logprobs(*run.rest()))
             yield chunk(choices=[last])
             if include_usage:
-                usage = usage_body(run.prompt_tokens, run.completion_tokens)
+                usage = usage_body(run.prompt_tokens, run.completion_tokens, run.cached_tokens)
                 yield chunk(choices=[], usage=usage)
         except PDError as err:
             yield f"data: {json.dumps(error_body(err))}\n\n"

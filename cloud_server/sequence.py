@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
-from enum import Enum, auto
-from typing import Any
 
 from common.detokenize import Detokenizer
 from common.messages import EndReason, FirstToken, GenerateRequest, Token, TokenLogprob
 
 from .engine_api import Event
+from .scheduler import SequenceStatus
 
 RequestKey = tuple[str, str]  # (owner, request_id): requests of two owners never collide
 
@@ -32,13 +31,6 @@ class Mailbox:
         return await self._queue.get()
 
 
-class SequenceStatus(Enum):
-    QUEUED = auto()  # accepted, waiting for a free slot (only when max_queue > 0)
-    WAITING = auto()  # holds a slot, prefill not (fully) run yet
-    RUNNING = auto()  # prefilled, decoding
-    FINISHED = auto()
-
-
 @dataclass(eq=False)
 class Sequence:
     """One request from arrival to its ``End`` event. Times are on the engine's clock."""
@@ -57,8 +49,8 @@ class Sequence:
     prefill_end_s: float | None = None
     stop_reason: EndReason | None = None  # asked for by handoff / cancel / shutdown
     stop_message: str = ""
-    kv: Any = None  # owned by the model runner
     num_prefilled: int = 0  # prompt tokens scheduled into the KV cache so far (chunked prefill)
+    num_cached: int = 0  # leading prompt tokens whose KV came from the prefix cache
     next_logprob: TokenLogprob | None = None  # the next token's, when the request asks for them
     prompt_logprobs: list[TokenLogprob] | None = None  # sent with the first token when asked
 
@@ -73,10 +65,6 @@ class Sequence:
     @property
     def num_prompt_tokens(self) -> int:
         return len(self.prompt_ids)
-
-    @property
-    def is_prefilled(self) -> bool:
-        return self.num_prefilled >= self.num_prompt_tokens
 
     @property
     def needs_whole_prompt(self) -> bool:
@@ -97,11 +85,13 @@ class Sequence:
         """Position of the last generated token in the prompt + answer sequence."""
         return self.num_prompt_tokens + self.num_tokens - 1
 
-    def request_stop(self, reason: EndReason, message: str) -> None:
-        """Ask the engine to end this request at its next step; the first reason wins."""
-        if self.stop_reason is None:
-            self.stop_reason = reason
-            self.stop_message = message
+    def request_stop(self, reason: EndReason, message: str) -> bool:
+        """Ask the engine to end this request at its next step; the first reason wins (True)."""
+        if self.stop_reason is not None or self.status is SequenceStatus.FINISHED:
+            return False
+        self.stop_reason = reason
+        self.stop_message = message
+        return True
 
     def append_token(self, token_id: int) -> Token | FirstToken:
         """Record a generated token and build its event (the first token gets its timings)."""

@@ -66,6 +66,9 @@ class GenerateRequest(_Msg):
     refine_ratio: float = Field(0.0, ge=0.0, le=MAX_REFINE_RATIO, allow_inf_nan=False)
     sampling: SamplingParams = SamplingParams()
     fingerprint: str | None = Field(None, description="model/tokenizer fingerprint of the device")
+    num_device_cached_tokens: StrictInt = Field(
+        0, ge=0, description="leading prompt tokens the device's session cache already holds"
+    )
     logprobs: StrictInt | None = Field(
         None, ge=0, le=MAX_TOP_LOGPROBS, description="each answer token's logprob and this many top"
     )
@@ -82,6 +85,8 @@ class GenerateRequest(_Msg):
             )
         if self.prompt_ids is not None and not self.prompt_ids:
             raise ValueError("prompt_ids is empty: send at least one token id")
+        if self.num_device_cached_tokens > len(self.prompt_ids or []):
+            raise ValueError("num_device_cached_tokens exceeds the prompt_ids sent")
         if self.prompt is not None and not self.prompt:
             raise ValueError("prompt is empty: send some text")
         if self.messages is not None and not self.messages:
@@ -109,6 +114,9 @@ class Usage(_Msg):
     queue_s: float = 0.0
     prefill_s: float = 0.0
     busy_s: float = Field(0.0, description="time the request held an engine slot")
+    cached_tokens: int = Field(
+        0, description="prompt tokens whose KV came from the cloud's prefix cache (not prefilled)"
+    )
 
 
 class KeepSet(_Msg):

@@ -1,7 +1,7 @@
 """Split settings: the schema the tuner writes and the device client and ``pdd bench`` read.
 
 One bucket per prompt-length range; the client picks the first bucket whose ``max_prompt_len``
-covers the prompt.
+covers the prompt tokens its device must prefill (all of them, or the uncached ones in a session).
 """
 
 from __future__ import annotations
@@ -65,10 +65,15 @@ class SplitSettings(BaseModel):
             raise ValueError("buckets must be sorted by strictly increasing max_prompt_len")
         return self
 
-    def bucket_for(self, prompt_len: int) -> Bucket:
-        """The first bucket that covers ``prompt_len``; the last one for longer prompts."""
+    def bucket_for(self, prompt_len: int, num_device_cached: int = 0) -> Bucket:
+        """The first bucket that covers the prompt tokens the device must still prefill
+        (``prompt_len`` less the ``num_device_cached`` its session cache holds); the last one for
+        longer prompts. So a short follow-up in a long conversation gets a short prompt's plan
+        (maybe device-only) and a long pasted document a long one's. The device client, the
+        tuner and the simulator all choose by this one rule."""
+        work = max(prompt_len - num_device_cached, 1)
         for bucket in self.buckets:
-            if prompt_len <= bucket.max_prompt_len:
+            if work <= bucket.max_prompt_len:
                 return bucket
         return self.buckets[-1]
 

@@ -66,6 +66,7 @@ def request_to_proto(req: GenerateRequest) -> pb.DeviceMessage:
             temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, seed=s.seed
         ),
         fingerprint=req.fingerprint or "",
+        num_device_cached_tokens=req.num_device_cached_tokens,
     )
     if req.prompt_ids is not None:
         msg.prompt_ids.ids.extend(req.prompt_ids)
@@ -87,6 +88,7 @@ def request_from_proto(msg: pb.GenerateRequest) -> GenerateRequest:
         "cloud_tokens": msg.cloud_tokens,
         "refine_ratio": msg.refine_ratio,
         "fingerprint": msg.fingerprint or None,
+        "num_device_cached_tokens": msg.num_device_cached_tokens,
         "sampling": {
             "temperature": msg.sampling.temperature,
             "top_p": msg.sampling.top_p or 1.0,
@@ -160,5 +162,6 @@ def event_from_proto(msg: pb.CloudMessage) -> Event:
         queue_s=u.queue_s,
         prefill_s=u.prefill_s,
         busy_s=u.busy_s,
+        cached_tokens=u.cached_tokens,
     )
     return End(reason=EndReason(msg.end.reason), usage=usage, message=msg.end.message)

@@ -246,4 +246,5 @@ class Answer:
             cloud_unused_reason=state.cloud_unused_reason,
             keep_set_note=state.keep_set_note,
             device_error=state.device_error,
+            cached_prompt_tokens=self.session.num_cached,
         )

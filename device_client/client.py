@@ -24,9 +24,11 @@ from common.wire import validation_message
 
 from .answer import Answer, CloudOpener
 from .config import ClientConfig
+from .local_runtime import KVPrefix, LocalSession
+from .session import Session, SessionPool
 from .speed_controller import PacingConfig
 from .transports import open_stream
-from .types import DisplayedToken, GenerationResult, Mode
+from .types import DEFAULT_MAX_TOKENS, DisplayedToken, GenerationResult, Mode
 
 _SHOW_ON_ARRIVAL = PacingConfig(min_interval_s=0.0, max_interval_s=0.0, decode_interval_s=0.0)
 
@@ -54,6 +56,7 @@ class DeviceClient:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pdd-device")
         self._loop: asyncio.AbstractEventLoop | None = None  # for the sync API only
         self.decode_s_estimate: float | None = None  # τ̂d, learnt from this device's answers
+        self._sessions = SessionPool(self)
 
     def close(self) -> None:
         if self._loop is not None:
@@ -73,13 +76,17 @@ class DeviceClient:
         prompt_ids: list[int] | None = None,
         messages: list[dict] | None = None,
         raw: bool = False,
-        max_tokens: int = 128,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
         mode: Mode | str = Mode.PD,
         cloud_tokens: int | None = None,
         refine_ratio: float | None = None,
         sampling: SamplingParams | None = None,
+        num_device_cached: int = 0,
     ) -> tuple[GenerateRequest, Mode, PacingConfig]:
-        """Tokenize, pick the settings bucket, validate: everything before any network or model."""
+        """Tokenize, pick the settings bucket, validate: everything before any network or model.
+
+        ``num_device_cached``: leading prompt tokens a session's cache holds; the bucket is chosen
+        by the tokens left to prefill, and the cloud is told the count."""
         mode = Mode(mode)
         if prompt_ids is None:
             if prompt is None and messages is None:
@@ -92,7 +99,7 @@ class DeviceClient:
                 f"prompt ({len(prompt_ids)} tokens) + max_tokens ({max_tokens}) exceeds the "
                 f"model's context of {self.model.max_context} tokens"
             )
-        bucket = self.config.settings.bucket_for(len(prompt_ids))
+        bucket = self.config.settings.bucket_for(len(prompt_ids), num_device_cached)
         if mode is Mode.PD and (not bucket.use_cloud or self.config.cloud_url is None):
             mode = Mode.DEVICE  # the settings say the device alone is best for this length
         elif mode is Mode.PD and not bucket.use_device:
@@ -107,6 +114,7 @@ class DeviceClient:
                 refine_ratio=bucket.refine_ratio if refine_ratio is None else refine_ratio,
                 sampling=sampling or SamplingParams(),
                 fingerprint=self.model.fingerprint,
+                num_device_cached_tokens=num_device_cached,
             )
         except ValidationError as err:
             raise InvalidRequest(validation_message(err)) from None
@@ -129,9 +137,14 @@ class DeviceClient:
             old = self.decode_s_estimate
             self.decode_s_estimate = measured if old is None else 0.5 * (old + measured)
 
-    def answer(self, prompt: str | None = None, **kwargs) -> Answer:
-        """An answer to iterate (``async for tok in answer``); ``answer.result`` afterwards."""
-        request, mode, pacing = self.build_request(prompt, **kwargs)
+    def answer(
+        self, prompt: str | None = None, *, prefix: KVPrefix | None = None, **kwargs
+    ) -> Answer:
+        """An answer to iterate (``async for tok in answer``); ``answer.result`` afterwards.
+
+        ``prefix``: a session's cache of the first prompt tokens (see ``session``)."""
+        num_cached = len(prefix) if prefix is not None else 0
+        request, mode, pacing = self.build_request(prompt, num_device_cached=num_cached, **kwargs)
         if mode is not Mode.DEVICE and self.config.cloud_url is None:
             raise InvalidRequest(f"mode {mode.value!r} needs a cloud URL")
         return Answer(
@@ -141,9 +154,23 @@ class DeviceClient:
             pacing,
             self.config,
             self._executor,
+            session=LocalSession(
+                self.model,
+                request.prompt_ids,
+                self.config.prefill_chunk_tokens,
+                self.config.device_slowdown,
+                prefix=prefix,
+            ),
             open_cloud=self._open_cloud,
             on_done=self._observe,
         )
+
+    def session(self, system: str | None = None) -> Session:
+        """A conversation that keeps its token ids and this device's KV cache between turns.
+
+        The client keeps the caches of its ``max_sessions`` most recently used sessions; an
+        older session keeps its ids and prefills its history again on its next turn."""
+        return self._sessions.open(system)
 
     async def astream(self, prompt: str | None = None, **kwargs) -> AsyncIterator[DisplayedToken]:
         async for tok in self.answer(prompt, **kwargs):

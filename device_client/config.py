@@ -88,6 +88,7 @@ class ClientConfig:
     settings: SplitSettings = field(default_factory=default_settings)
     network: NetworkEmulation = NetworkEmulation()
     api_key: str | None = field(default=None, repr=False)  # sent as "Authorization: Bearer KEY"
+    max_sessions: int = 4  # sessions whose KV cache the client keeps (least recently used go)
 
     def __post_init__(self) -> None:
         if self.cloud_url is not None:
@@ -96,6 +97,8 @@ class ClientConfig:
                 raise ValueError(
                     f"cloud URL {self.cloud_url!r}: use http://host:port or grpc://host:port"
                 )
+        if self.max_sessions < 1:
+            raise ValueError("max_sessions must be >= 1")
         if self.device_slowdown < 1.0:
             raise ValueError("device_slowdown must be >= 1 (it only slows the device down)")
 

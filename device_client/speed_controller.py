@@ -53,6 +53,7 @@ class DeviceProgress:
     # Per-token prefill cost fitted online as alpha + beta * (tokens already in the cache):
     # attention makes later tokens dearer (10.5 -> 16.5 ms/token from 0 to 2k at slowdown 4).
     token_cost: tuple[float, float] | None = None
+    prompt_cached: int = 0  # of prompt_done, the tokens a session's cache held from the start
 
     @property
     def is_prompt_done(self) -> bool:
@@ -96,10 +97,11 @@ class SpeedController:
         else the average so far, else the profile prior."""
         if progress.recent_rate_tok_s:
             return progress.recent_rate_tok_s
-        if progress.started_at is not None and progress.prompt_done > 0:
+        done_here = progress.prompt_done - progress.prompt_cached
+        if progress.started_at is not None and done_here > 0:
             elapsed = now - progress.started_at
             if elapsed > 0:
-                return progress.prompt_done / elapsed
+                return done_here / elapsed
         return self.config.prefill_rate_tok_s
 
     def _estimates(self, now: float, progress: DeviceProgress) -> tuple[float, float]:

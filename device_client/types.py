@@ -7,6 +7,7 @@ from enum import Enum
 from typing import Literal
 
 Source = Literal["cloud", "device"]
+DEFAULT_MAX_TOKENS = 128  # answer length limit when none is given
 
 
 class Mode(str, Enum):
@@ -41,6 +42,7 @@ class GenerationResult:
     cloud_unused_reason: str | None = None
     keep_set_note: str | None = None  # why a keep-set was ignored or refused, if one was
     device_error: str | None = None  # why the device runtime failed, if it did
+    cached_prompt_tokens: int = 0  # prompt tokens the device's session cache already held
 
     @property
     def token_ids(self) -> list[int]:
@@ -94,6 +96,7 @@ class GenerationResult:
             "cloud_busy_s": self.cloud_busy_s,
             "prompt_tokens": self.prompt_tokens,
             "kept_prompt_tokens": self.kept_prompt_tokens,
+            "cached_prompt_tokens": self.cached_prompt_tokens,
             "fallback": self.fallback,
             "end_reason": self.end_reason,
             "first_token_source": self.first_token_source,

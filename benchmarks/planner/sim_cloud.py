@@ -1,25 +1,29 @@
-"""The simulated cloud: one engine with K slots, serial prefill, batched decode.
+"""The simulated cloud: the engine's own scheduling policy driven in simulated time.
 
-Event-driven (heapq), a handful of events per request (arrival, prefill chunks, decode end), so
-100,000 requests take about a second. It mirrors ``cloud_server.scheduler``:
-- at most K requests admitted (prefilling or decoding); the rest wait in FIFO order;
-- one prefill at a time, prefill first; decode pauses while a prefill forward runs;
-- chunked prefill (``chunk_tokens`` > 0): while requests decode, a prompt goes in chunks of that
-  many tokens (each ``extend_time`` from the profile) with one decode step between two chunks;
-  with nobody decoding the rest goes in one forward;
-- the B decoding requests each advance one token per step of s(B) = e0 + e1·B seconds, so a
-  token counter V(t) with dV/dt = 1/s(B) tells when each request's last token is out.
-A request's cloud busy seconds are its prefill plus its share s(B)/B of each step it was in.
+Every step is decided by ``cloud_server.scheduler.Scheduler``, the object the engine drives, with
+the same configuration (K slots, FIFO queue, ``prefill_chunk_tokens``), so the simulator takes
+exactly the engine's decisions (a test checks it step by step). Only the cost of a step comes
+from the profile: a prefill forward of n tokens after c cached ones takes ``extend_time(n, c)``,
+a decode round over B requests s(B) = e0 + e1·B. Requests that arrive during a step join before
+its results, as in the engine.
+
+While the policy would repeat the same decode round (no prefill pending), the rounds up to the
+next arrival or the next request's last token are taken at once, so 100,000 requests take a few
+seconds. A request's cloud busy seconds are its prefill forwards plus its share s(B)/B of each
+decode round it was in.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections import deque
+import math
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 import numpy as np
 
+from cloud_server.config import EngineConfig
+from cloud_server.scheduler import Scheduler, SequenceStatus, StepKind
 from common.timing_model import CloudProfile
 
 
@@ -32,6 +36,34 @@ class CloudRun:
     span_s: float
 
 
+@dataclass(frozen=True)
+class SimStep:
+    """One engine step as the simulator took it (``trace``): start time, kind, requests."""
+
+    start_s: float
+    kind: StepKind
+    requests: tuple[int, ...]
+    prefill_range: tuple[int, int] = (0, 0)
+
+
+@dataclass(eq=False)
+class SimJob:
+    """The scheduler's view of one simulated request (``cloud_server.scheduler.Job``)."""
+
+    index: int
+    num_prompt_tokens: int
+    num_tokens: int  # tokens it gets, first included
+    needs_whole_prompt: bool = False
+    status: SequenceStatus = SequenceStatus.QUEUED
+    num_prefilled: int = 0
+    admitted_s: float | None = None
+    share_at_start: float = 0.0  # the decode-share counter when it started decoding
+
+    @property
+    def key(self) -> Hashable:
+        return self.index
+
+
 def simulate_cloud(
     arrivals: np.ndarray,
     prompt_lens: np.ndarray,
@@ -39,78 +71,100 @@ def simulate_cloud(
     cloud: CloudProfile,
     slots: int,
     chunk_tokens: int = 0,
+    needs_whole_prompt: np.ndarray | None = None,
+    num_cached: np.ndarray | None = None,
+    trace: list[SimStep] | None = None,
 ) -> CloudRun:
-    """``num_tokens[i]``: tokens request i gets (first included); 0 means it never uses the cloud."""
+    """``num_tokens[i]``: tokens request i gets (first included); 0 means it never uses the cloud.
+
+    ``needs_whole_prompt[i]``: request i refines its prompt, so it is never chunked.
+    ``num_cached[i]``: leading prompt tokens of request i in the cloud's prefix cache (at most
+    all but one): its prefill starts after them, as in the engine. ``trace`` gets every step
+    taken, in order.
+    """
     n = len(arrivals)
-    first = np.full(n, np.nan)
-    end = np.full(n, np.nan)
-    busy = np.zeros(n)
-    cost = cloud.prefill.extend_time  # (tokens, context) -> seconds of one prefill forward
-    e0, e1 = cloud.batch.e0, cloud.batch.e1
-    order = [i for i in np.argsort(arrivals, kind="stable") if num_tokens[i] > 0]
-    waiting: deque[int] = deque()
-    to_prefill: deque[int] = deque()
-    decoding: list[tuple[float, int]] = []  # (V at which its last token is out, request)
-    share_at_start: dict[int, float] = {}
-    t = v = share = busy_time = 0.0
-    admitted, nxt = 0, 0
-    prefilling = -1  # the request in prefill, or -1
-    done = chunk = 0  # its prompt tokens prefilled, and in the forward running now
-    in_forward = False  # a prefill forward runs (decode paused); else a decode step between
-    phase_end = np.inf  # end of that forward, or of the decode step between two chunks
+    first, end, busy = np.full(n, np.nan), np.full(n, np.nan), np.zeros(n)
+    whole = np.zeros(n, bool) if needs_whole_prompt is None else needs_whole_prompt
+    config = EngineConfig(
+        max_concurrent_requests=slots, max_queue=n, prefill_chunk_tokens=chunk_tokens
+    )
+    policy = Scheduler(config)
+    order = [int(i) for i in np.argsort(arrivals, kind="stable") if num_tokens[i] > 0]
+    cached = np.zeros(n, int) if num_cached is None else np.minimum(num_cached, prompt_lens - 1)
+    cached[whole] = 0  # a refinement prompt is prefilled whole, for its attention scores
+    jobs = {i: SimJob(i, int(prompt_lens[i]), int(num_tokens[i]), bool(whole[i])) for i in order}
+    for i, job in jobs.items():
+        job.num_prefilled = int(cached[i])
+    decoding: list[tuple[int, int]] = []  # (decode rounds done when its last token is out, i)
+    t = float(arrivals[order[0]]) if order else 0.0
+    rounds = 0  # decode rounds run so far
+    share = busy_time = 0.0  # a decoding request's busy-seconds counter; engine busy seconds
+    nxt = 0
 
-    def start_forward() -> None:
-        nonlocal chunk, in_forward, phase_end
-        left = int(prompt_lens[prefilling]) - done
-        chunk = min(chunk_tokens, left) if chunk_tokens > 0 and decoding else left
-        in_forward, phase_end = True, t + cost(chunk, done)
-
-    while nxt < len(order) or prefilling >= 0 or to_prefill or decoding:
-        if prefilling < 0 and to_prefill:
-            prefilling, done = to_prefill.popleft(), 0
-            start_forward()
-        b = len(decoding)
-        step = e0 + e1 * b
-        t_arr = arrivals[order[nxt]] if nxt < len(order) else np.inf
-        t_dec = t + (decoding[0][0] - v) * step if decoding and not in_forward else np.inf
-        t_next = min(t_arr, phase_end, t_dec)
-        dt = t_next - t
-        if prefilling >= 0 or b:
-            busy_time += dt
-        if in_forward:
-            busy[prefilling] += dt
-        elif b:
-            v += dt / step
-            share += dt / b
-        t = t_next
-        if t_next == phase_end and in_forward:
-            done += chunk
-            if done < prompt_lens[prefilling]:  # more chunks: one decode step first
-                if decoding:
-                    in_forward, phase_end = False, t + step
-                else:
-                    start_forward()
-                continue
-            r, prefilling, in_forward, phase_end = prefilling, -1, False, np.inf
-            first[r] = t
-            if num_tokens[r] > 1:
-                heapq.heappush(decoding, (v + num_tokens[r] - 1, r))
-                share_at_start[r] = share
-            else:
-                end[r] = t
-                admitted -= 1
-        elif t_next == phase_end:  # the decode step between two chunks is over
-            start_forward()
-        elif t_next == t_dec:
-            _, r = heapq.heappop(decoding)
-            end[r] = t
-            busy[r] += share - share_at_start.pop(r)
-            admitted -= 1
-        else:
-            waiting.append(order[nxt])
+    def arrive(until: float) -> None:
+        nonlocal nxt
+        while nxt < len(order) and arrivals[order[nxt]] <= until:
+            policy.add(jobs[order[nxt]], float(arrivals[order[nxt]]))
             nxt += 1
-        while waiting and admitted < slots:
-            to_prefill.append(waiting.popleft())
-            admitted += 1
+
+    while nxt < len(order) or policy.has_work():
+        arrive(t)
+        step = policy.schedule(t)
+        if step.kind is StepKind.IDLE:
+            t = float(arrivals[order[nxt]])
+            continue
+        if step.kind is StepKind.PREFILL:
+            job, (start, stop) = step.seqs[0], step.prefill_range
+            dt = cloud.prefill.extend_time(stop - start, start)
+            if trace is not None:
+                trace.append(SimStep(t, step.kind, (job.index,), step.prefill_range))
+            arrive(t + dt)
+            t += dt
+            busy[job.index] += dt
+            busy_time += dt
+            if stop == job.num_prompt_tokens:
+                first[job.index] = t
+                if job.num_tokens == 1:
+                    end[job.index] = t
+                    policy.finish(job)
+                else:
+                    job.share_at_start = share
+                    heapq.heappush(decoding, (rounds + job.num_tokens - 1, job.index))
+            continue
+        num = len(step.seqs)
+        step_s = cloud.batch.e0 + cloud.batch.e1 * num
+        k = _rounds_to_take(policy, decoding[0][0] - rounds, t, step_s, arrivals, order, nxt)
+        if trace is not None:
+            ids = tuple(job.index for job in step.seqs)
+            trace += [SimStep(t + j * step_s, step.kind, ids) for j in range(k)]
+        arrive(t + k * step_s)
+        t += k * step_s
+        rounds += k
+        share += k * step_s / num
+        busy_time += k * step_s
+        while decoding and decoding[0][0] <= rounds:
+            job = jobs[heapq.heappop(decoding)[1]]
+            end[job.index] = t
+            busy[job.index] += share - job.share_at_start
+            policy.finish(job)
     span = float(np.nanmax(end) - arrivals.min()) if np.isfinite(end).any() else 0.0
     return CloudRun(first, end, busy, busy_time / span if span > 0 else 0.0, span)
+
+
+def _rounds_to_take(
+    policy: Scheduler,
+    to_next_end: int,
+    t: float,
+    step_s: float,
+    arrivals: np.ndarray,
+    order: list[int],
+    nxt: int,
+) -> int:
+    """Decode rounds the policy would run back to back from ``t``: up to the next request's last
+    token or the round during which the next request arrives; one if a prefill is pending."""
+    if policy.is_prefill_pending:
+        return 1
+    if nxt < len(order):
+        to_arrival = max(1, math.ceil((arrivals[order[nxt]] - t) / step_s - 1e-9))
+        return min(to_next_end, to_arrival)
+    return to_next_end

@@ -54,8 +54,10 @@ async def main_async(args: ChunkedPrefillOptions) -> None:
     long_ids = PromptMaker(loaded).make(args.prompt_tokens, random.Random(0))
     rows = []
     for chunk in [int(c) for c in args.chunks.split(",")]:
-        config = EngineConfig(
-            max_concurrent_requests=args.num_decoding + 1, prefill_chunk_tokens=chunk
+        config = EngineConfig(  # no prefix cache: the warm-up prompt is a prefix of the long one
+            max_concurrent_requests=args.num_decoding + 1,
+            prefill_chunk_tokens=chunk,
+            prefix_cache_bytes=0,
         )
         engine = Engine(loaded, config)
         engine.start()

@@ -10,7 +10,13 @@ import typer
 from common.cli_options import command_from
 
 from .fleet import main as fleet_main
-from .options import ChunkedPrefillOptions, EngineScalingOptions, RefineStudyOptions, fail
+from .options import (
+    ChunkedPrefillOptions,
+    EngineScalingOptions,
+    RefineStudyOptions,
+    SessionsStudyOptions,
+    fail,
+)
 from .sim_validation import main as sim_validation_main
 
 
@@ -42,8 +48,17 @@ def chunked_prefill_command(options: ChunkedPrefillOptions) -> None:
     asyncio.run(main_async(options))
 
 
+@command_from(SessionsStudyOptions, on_error=fail)
+def sessions_command(options: SessionsStudyOptions) -> None:
+    """Multi-turn sessions: per turn with device sessions against the same turns without."""
+    from .sessions import main
+
+    main(options)
+
+
 study_app = typer.Typer(
-    help="Studies that measured the design (refinement, engine scaling, chunked prefill, fleet).",
+    help="Studies that measured the design (refinement, engine scaling, chunked prefill, fleet, "
+    "sessions).",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -53,3 +68,4 @@ study_app.command("chunked-prefill")(chunked_prefill_command)
 # The fleet study and the simulator's validation (no torch: the planner is already imported).
 study_app.command("fleet")(fleet_main)
 study_app.command("sim-validation")(sim_validation_main)
+study_app.command("sessions")(sessions_command)

@@ -76,7 +76,8 @@ async def ttft_under_load(engine: Engine, num_load: int, num_tokens: int, num_pr
 async def main_async(args: EngineScalingOptions) -> None:
     set_threads(args.threads)
     loaded = load_model()
-    engine = Engine(loaded, EngineConfig(max_concurrent_requests=args.num_concurrent + 1))
+    config = EngineConfig(max_concurrent_requests=args.num_concurrent + 1, prefix_cache_bytes=0)
+    engine = Engine(loaded, config)  # no prefix cache: every TTFT probe repeats one prompt
     engine.start()
     try:
         await decode_rate(engine, 1, 8)  # warm the batched path

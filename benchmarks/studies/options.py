@@ -88,3 +88,20 @@ class ChunkedPrefillOptions:
     prompt_tokens: int = knob(2048, "the long prompt's length")
     num_decoding: int = knob(4, "requests decoding when it arrives")
     chunks: str = knob("0,128,256,512,1024", "chunk sizes; the first is the base")
+
+
+@dataclass(frozen=True)
+class SessionsStudyOptions:
+    """``pdd study sessions``: a multi-turn conversation with device sessions against without."""
+
+    device_slowdown: float = knob(4.0, "emulate a device K times slower")
+    chapters: str = knob("1,2,3", "Jonah chapters, each pasted and then followed up")
+    max_tokens: int = knob(24, "answer length per turn")
+    cloud_tokens: int = knob(8, "N of the pd bucket")
+    max_device_alone: int = knob(64, "device-only up to this many tokens to prefill (0: never)")
+    cloud_prefix_cache: bool = knob(
+        False, "session turns use a cloud with its prefix cache, fresh turns one without"
+    )
+    threads: int = knob(1, "device torch threads")
+    cloud_threads: int = knob(1, "torch threads of each embedded cloud")
+    output: Path | None = knob(None, "save the rows as JSON")

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x08pd.proto\x12\x05pd.v1\"Q\n\x0eSamplingParams\x12\x13\n\x0btemperature\x18\x01 \x01(\x01\x12\r\n\x05top_p\x18\x02 \x01(\x01\x12\r\n\x05top_k\x18\x03 \x01(\x05\x12\x0c\n\x04seed\x18\x04 \x01(\x04\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"4\n\x0c\x43hatMessages\x12$\n\x08messages\x18\x01 \x03(\x0b\x32\x12.pd.v1.ChatMessage\"\x18\n\tPromptIds\x12\x0b\n\x03ids\x18\x01 \x03(\x05\"\xa4\x02\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12&\n\nprompt_ids\x18\x02 \x01(\x0b\x32\x10.pd.v1.PromptIdsH\x00\x12\x10\n\x06prompt\x18\x03 \x01(\tH\x00\x12\'\n\x08messages\x18\x04 \x01(\x0b\x32\x13.pd.v1.ChatMessagesH\x00\x12\x0b\n\x03raw\x18\x05 \x01(\x08\x12\x12\n\nmax_tokens\x18\x06 \x01(\x05\x12\x14\n\x0c\x63loud_tokens\x18\x07 \x01(\x05\x12\x14\n\x0crefine_ratio\x18\x08 \x01(\x01\x12\'\n\x08sampling\x18\t \x01(\x0b\x32\x15.pd.v1.SamplingParams\x12\x13\n\x0b\x66ingerprint\x18\n \x01(\tB\x0f\n\rprompt_source\"\x1b\n\x07Handoff\x12\x10\n\x08\x61t_index\x18\x01 \x01(\x05\"e\n\rDeviceMessage\x12)\n\x07request\x18\x01 \x01(\x0b\x32\x16.pd.v1.GenerateRequestH\x00\x12!\n\x07handoff\x18\x02 \x01(\x0b\x32\x0e.pd.v1.HandoffH\x00\x42\x06\n\x04kind\"G\n\x07KeepSet\x12\x14\n\x0cis_available\x18\x01 \x01(\x08\x12\x16\n\x0ekept_positions\x18\x02 \x03(\x05\x12\x0e\n\x06reason\x18\x03 \x01(\t\"g\n\nFirstToken\x12\x10\n\x08token_id\x18\x01 \x01(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x15\n\rprompt_tokens\x18\x03 \x01(\x05\x12\x0f\n\x07queue_s\x18\x04 \x01(\x01\x12\x11\n\tprefill_s\x18\x05 \x01(\x01\"6\n\x05Token\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x10\n\x08token_id\x18\x02 \x01(\x05\x12\x0c\n\x04text\x18\x03 \x01(\t\"m\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\x0f\n\x07queue_s\x18\x03 \x01(\x01\x12\x11\n\tprefill_s\x18\x04 \x01(\x01\x12\x0e\n\x06\x62usy_s\x18\x05 \x01(\x01\"C\n\x03\x45nd\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x1b\n\x05usage\x18\x02 \x01(\x0b\x32\x0c.pd.v1.Usage\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x9e\x01\n\x0c\x43loudMessage\x12\"\n\x08keep_set\x18\x01 \x01(\x0b\x32\x0e.pd.v1.KeepSetH\x00\x12(\n\x0b\x66irst_token\x18\x02 \x01(\x0b\x32\x11.pd.v1.FirstTokenH\x00\x12\x1d\n\x05token\x18\x03 \x01(\x0b\x32\x0c.pd.v1.TokenH\x00\x12\x19\n\x03\x65nd\x18\x04 \x01(\x0b\x32\n.pd.v1.EndH\x00\x42\x06\n\x04kind2F\n\tPDService\x12\x39\n\x08Generate\x12\x14.pd.v1.DeviceMessage\x1a\x13.pd.v1.CloudMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x08pd.proto\x12\x05pd.v1\"Q\n\x0eSamplingParams\x12\x13\n\x0btemperature\x18\x01 \x01(\x01\x12\r\n\x05top_p\x18\x02 \x01(\x01\x12\r\n\x05top_k\x18\x03 \x01(\x05\x12\x0c\n\x04seed\x18\x04 \x01(\x04\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"4\n\x0c\x43hatMessages\x12$\n\x08messages\x18\x01 \x03(\x0b\x32\x12.pd.v1.ChatMessage\"\x18\n\tPromptIds\x12\x0b\n\x03ids\x18\x01 \x03(\x05\"\xc6\x02\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12&\n\nprompt_ids\x18\x02 \x01(\x0b\x32\x10.pd.v1.PromptIdsH\x00\x12\x10\n\x06prompt\x18\x03 \x01(\tH\x00\x12\'\n\x08messages\x18\x04 \x01(\x0b\x32\x13.pd.v1.ChatMessagesH\x00\x12\x0b\n\x03raw\x18\x05 \x01(\x08\x12\x12\n\nmax_tokens\x18\x06 \x01(\x05\x12\x14\n\x0c\x63loud_tokens\x18\x07 \x01(\x05\x12\x14\n\x0crefine_ratio\x18\x08 \x01(\x01\x12\'\n\x08sampling\x18\t \x01(\x0b\x32\x15.pd.v1.SamplingParams\x12\x13\n\x0b\x66ingerprint\x18\n \x01(\t\x12 \n\x18num_device_cached_tokens\x18\x0b \x01(\x05\x42\x0f\n\rprompt_source\"\x1b\n\x07Handoff\x12\x10\n\x08\x61t_index\x18\x01 \x01(\x05\"e\n\rDeviceMessage\x12)\n\x07request\x18\x01 \x01(\x0b\x32\x16.pd.v1.GenerateRequestH\x00\x12!\n\x07handoff\x18\x02 \x01(\x0b\x32\x0e.pd.v1.HandoffH\x00\x42\x06\n\x04kind\"G\n\x07KeepSet\x12\x14\n\x0cis_available\x18\x01 \x01(\x08\x12\x16\n\x0ekept_positions\x18\x02 \x03(\x05\x12\x0e\n\x06reason\x18\x03 \x01(\t\"g\n\nFirstToken\x12\x10\n\x08token_id\x18\x01 \x01(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x15\n\rprompt_tokens\x18\x03 \x01(\x05\x12\x0f\n\x07queue_s\x18\x04 \x01(\x01\x12\x11\n\tprefill_s\x18\x05 \x01(\x01\"6\n\x05Token\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x10\n\x08token_id\x18\x02 \x01(\x05\x12\x0c\n\x04text\x18\x03 \x01(\t\"\x84\x01\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\x0f\n\x07queue_s\x18\x03 \x01(\x01\x12\x11\n\tprefill_s\x18\x04 \x01(\x01\x12\x0e\n\x06\x62usy_s\x18\x05 \x01(\x01\x12\x15\n\rcached_tokens\x18\x06 \x01(\x05\"C\n\x03\x45nd\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x1b\n\x05usage\x18\x02 \x01(\x0b\x32\x0c.pd.v1.Usage\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x9e\x01\n\x0c\x43loudMessage\x12\"\n\x08keep_set\x18\x01 \x01(\x0b\x32\x0e.pd.v1.KeepSetH\x00\x12(\n\x0b\x66irst_token\x18\x02 \x01(\x0b\x32\x11.pd.v1.FirstTokenH\x00\x12\x1d\n\x05token\x18\x03 \x01(\x0b\x32\x0c.pd.v1.TokenH\x00\x12\x19\n\x03\x65nd\x18\x04 \x01(\x0b\x32\n.pd.v1.EndH\x00\x42\x06\n\x04kind2F\n\tPDService\x12\x39\n\x08Generate\x12\x14.pd.v1.DeviceMessage\x1a\x13.pd.v1.CloudMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,23 +40,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PROMPTIDS']._serialized_start=202
   _globals['_PROMPTIDS']._serialized_end=226
   _globals['_GENERATEREQUEST']._serialized_start=229
-  _globals['_GENERATEREQUEST']._serialized_end=521
-  _globals['_HANDOFF']._serialized_start=523
-  _globals['_HANDOFF']._serialized_end=550
-  _globals['_DEVICEMESSAGE']._serialized_start=552
-  _globals['_DEVICEMESSAGE']._serialized_end=653
-  _globals['_KEEPSET']._serialized_start=655
-  _globals['_KEEPSET']._serialized_end=726
-  _globals['_FIRSTTOKEN']._serialized_start=728
-  _globals['_FIRSTTOKEN']._serialized_end=831
-  _globals['_TOKEN']._serialized_start=833
-  _globals['_TOKEN']._serialized_end=887
-  _globals['_USAGE']._serialized_start=889
-  _globals['_USAGE']._serialized_end=998
-  _globals['_END']._serialized_start=1000
-  _globals['_END']._serialized_end=1067
-  _globals['_CLOUDMESSAGE']._serialized_start=1070
-  _globals['_CLOUDMESSAGE']._serialized_end=1228
-  _globals['_PDSERVICE']._serialized_start=1230
-  _globals['_PDSERVICE']._serialized_end=1300
+  _globals['_GENERATEREQUEST']._serialized_end=555
+  _globals['_HANDOFF']._serialized_start=557
+  _globals['_HANDOFF']._serialized_end=584
+  _globals['_DEVICEMESSAGE']._serialized_start=586
+  _globals['_DEVICEMESSAGE']._serialized_end=687
+  _globals['_KEEPSET']._serialized_start=689
+  _globals['_KEEPSET']._serialized_end=760
+  _globals['_FIRSTTOKEN']._serialized_start=762
+  _globals['_FIRSTTOKEN']._serialized_end=865
+  _globals['_TOKEN']._serialized_start=867
+  _globals['_TOKEN']._serialized_end=921
+  _globals['_USAGE']._serialized_start=924
+  _globals['_USAGE']._serialized_end=1056
+  _globals['_END']._serialized_start=1058
+  _globals['_END']._serialized_end=1125
+  _globals['_CLOUDMESSAGE']._serialized_start=1128
+  _globals['_CLOUDMESSAGE']._serialized_end=1286
+  _globals['_PDSERVICE']._serialized_start=1288
+  _globals['_PDSERVICE']._serialized_end=1358
 # @@protoc_insertion_point(module_scope)

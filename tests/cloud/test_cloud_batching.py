@@ -9,6 +9,7 @@ import pytest
 from cloud_server.config import EngineConfig
 from cloud_server.engine import Engine
 from common.messages import EndReason, FirstToken, GenerateRequest, SamplingParams, Token
+from common.sampling import sample_token
 
 PROMPTS = [
     "Once upon a time",
@@ -118,7 +119,8 @@ def test_chunked_prefill_lets_others_decode_and_changes_no_token(loaded_model):
     rounds between them, and both answers are the tokens each gives alone."""
     long_prompt = "The history of the printing press begins " + " ".join(["again"] * 40)
     short, long = make_request(PROMPTS[0]), make_request(long_prompt, max_tokens=6, cloud_tokens=5)
-    engine = Engine(loaded_model, EngineConfig(max_concurrent_requests=4, prefill_chunk_tokens=16))
+    config = EngineConfig(max_concurrent_requests=4, prefill_chunk_tokens=16, prefix_cache_bytes=0)
+    engine = Engine(loaded_model, config)  # no prefix cache: the second run prefills again
     alone = [run_alone(engine, r) for r in (short, long)]
     steps: list[str] = []
     runner = engine.runner
@@ -140,3 +142,46 @@ def test_chunked_prefill_lets_others_decode_and_changes_no_token(loaded_model):
     # Every chunk but the last is followed by a decode round of the short request alone.
     after = [steps[i + 1] for i, s in enumerate(steps[:-1]) if i > 0 and s.startswith("P")]
     assert after[:-1] == ["D1"] * (len(chunks) - 1) and after[-1] == "D2"
+
+
+def run_together(engine: Engine, reqs: list[GenerateRequest]) -> list[list]:
+    async def body() -> list[list]:
+        streams = [engine.submit(r) for r in reqs]
+        drive(engine)
+        return [await collect(s) for s in streams]
+
+    return asyncio.run(body())
+
+
+def test_extreme_sampling_values_decode_beside_greedy_rows(engine):
+    """Issue 11: temperature 8.5e-38 or top_p 1e-300 once failed the whole batch in float32."""
+    extreme = [
+        SamplingParams(temperature=8.5e-38, seed=1),
+        SamplingParams(temperature=0.7, top_p=1e-300, seed=2),
+    ]
+    greedy = [make_request(p, max_tokens=6, cloud_tokens=5) for p in PROMPTS]
+    alone = [run_alone(engine, r) for r in greedy]
+    mixed = greedy[:2] + [
+        r.model_copy(update={"sampling": s}) for r, s in zip(greedy[2:], extreme, strict=True)
+    ]
+    events = run_together(engine, mixed)
+    assert [e[-1].reason for e in events] == [EndReason.BUDGET] * 4
+    assert [token_ids(e) for e in events] == alone  # the extreme rows draw the best token too
+
+
+def test_a_row_whose_sampling_fails_ends_alone(engine, monkeypatch):
+    def sample_or_fail(logits, params, index):
+        if params.seed == 13 and index == 3:
+            raise RuntimeError("sampling blew up")
+        return sample_token(logits, params, index)
+
+    greedy = [make_request(p, max_tokens=6, cloud_tokens=5) for p in PROMPTS[:3]]
+    alone = [run_alone(engine, r) for r in greedy]
+    doomed = make_request(PROMPTS[3], sampling=SamplingParams(temperature=0.5, seed=13))
+    monkeypatch.setattr("cloud_server.model_runner.sample_token", sample_or_fail)
+    events = run_together(engine, [*greedy, doomed])
+    assert [token_ids(e) for e in events[:3]] == alone
+    assert [e[-1].reason for e in events[:3]] == [EndReason.BUDGET] * 3
+    end = events[3][-1]
+    assert end.reason is EndReason.ERROR and "sampling blew up" in end.message
+    assert end.usage.completion_tokens == 3 and engine.runner.batch.num_rows == 0

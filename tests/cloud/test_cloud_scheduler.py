@@ -7,11 +7,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from benchmarks.planner.sim_cloud import SimJob
 from cloud_server.config import EngineConfig
 from cloud_server.scheduler import Scheduler, StepKind
 from cloud_server.sequence import Mailbox, Sequence, SequenceStatus
 from common.errors import Overloaded
-from common.messages import EndReason, GenerateRequest
+from common.messages import GenerateRequest
 
 
 @pytest.fixture
@@ -72,17 +73,18 @@ def test_prefill_comes_before_decode(loop):
     assert (step.kind, step.seqs) == (StepKind.DECODE, [a, b])
 
 
-def test_stopped_request_leaves_at_the_next_step(loop):
+def test_a_finished_request_leaves_before_the_next_step(loop):
     sched = Scheduler(EngineConfig(max_concurrent_requests=2))
     a, b = make_seq(loop, "a"), make_seq(loop, "b")
     for seq in (a, b):
         sched.add(seq, now=0.0)
         sched.schedule(now=0.0)
-    a.request_stop(EndReason.HANDOFF, "device took over")
+    sched.finish(a)  # the engine ends a request (handoff, EOS, error) in one place
     step = sched.schedule(now=1.0)
-    assert step.stopped == [a]
     assert step.seqs == [b]
     assert sched.find(("", "a")) is None and a.status is SequenceStatus.FINISHED
+    with pytest.raises(AssertionError, match="exactly once"):
+        sched.finish(a)
 
 
 def make_long_seq(loop, request_id: str, num_prompt: int, refine_ratio: float = 0.0) -> Sequence:
@@ -124,3 +126,22 @@ def test_a_refine_prompt_is_never_chunked(loop):
     assert sched.schedule(now=0.0).kind is StepKind.DECODE  # a round first, then all of b
     step = sched.schedule(now=0.0)
     assert (step.kind, step.prefill_range) == (StepKind.PREFILL, (0, 10))
+
+
+def test_prompts_share_one_budget_between_decode_rounds():
+    """Any job type works (here the simulator's); the chunk budget spans requests."""
+    sched = Scheduler(EngineConfig(max_concurrent_requests=4, prefill_chunk_tokens=8))
+    a, b, c, d = (SimJob(i, n, 4) for i, n in enumerate([2, 3, 4, 5]))
+    sched.add(a, now=0.0)
+    sched.schedule(now=0.0)  # a alone: whole prompt; a decodes from now on
+    for job in (b, c, d):
+        sched.add(job, now=0.0)
+    plan = [sched.schedule(now=0.0) for _ in range(5)]
+    assert [(s.kind, [j.index for j in s.seqs], s.prefill_range) for s in plan] == [
+        (StepKind.PREFILL, [1], (0, 3)),  # 2 + 3 of 8
+        (StepKind.DECODE, [0, 1], (0, 0)),  # c's 4 > the 3 left, a sliver: a round first
+        (StepKind.PREFILL, [2], (0, 4)),
+        (StepKind.PREFILL, [3], (0, 4)),  # 4 of d's 5 tokens: the budget is spent
+        (StepKind.DECODE, [0, 1, 2], (0, 0)),
+    ]
+    assert sched.is_prefill_pending and d.num_prefilled == 4
