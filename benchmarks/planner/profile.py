@@ -122,13 +122,15 @@ def measure_batch_decode(
 def _batch_row(loaded, batch: int, context: int, num_steps: int, slowdown: float, cache) -> dict:
     import torch
 
+    from common.forward import cache_kwargs
+
     model, vocab = loaded.model, loaded.model.config.vocab_size
     device, sync = loaded.model.device, loaded.platform.synchronize
     prompt = torch.tensor([_random_ids(context, vocab, seed=b) for b in range(batch)])
     model(
         input_ids=prompt.to(device),  # [B, ctx]
         attention_mask=torch.ones(batch, context, dtype=torch.long, device=device),
-        cache=cache,
+        **cache_kwargs(model, cache),
         use_cache=True,
         logits_to_keep=1,
     )
@@ -141,7 +143,7 @@ def _batch_row(loaded, batch: int, context: int, num_steps: int, slowdown: float
                 input_ids=torch.full((batch, 1), 1000, device=device),  # [B, 1]
                 position_ids=torch.full((batch, 1), width - 1, device=device),
                 attention_mask=torch.ones(batch, width, dtype=torch.long, device=device),
-                cache=cache,
+                **cache_kwargs(model, cache),
                 use_cache=True,
                 logits_to_keep=1,
             )

@@ -26,7 +26,7 @@ from rich.table import Table
 
 from benchmarks.data.refine_prompts import Prompt, load_prompts, mixed_order
 from cloud_server.refine import RefineConfig, Refiner, num_kept
-from common.forward import forward_tokens, new_cache
+from common.forward import cache_kwargs, forward_tokens, new_cache
 from common.model import LoadedModel, load_model
 from common.platform import set_threads
 from common.timing_model import min_safe_budget
@@ -93,7 +93,7 @@ def _loglik(model, logits, cache, next_pos: int, reference: list[int]) -> float:
             input_ids=torch.tensor([ref[:-1]]),  # [1, n-1]
             position_ids=torch.arange(next_pos, next_pos + len(ref) - 1)[None],  # [1, n-1]
             attention_mask=torch.ones(1, past + len(ref) - 1, dtype=torch.long),
-            cache=cache,
+            **cache_kwargs(model, cache),
             use_cache=True,
         )
         logp = torch.log_softmax(out.logits[0].float(), -1)  # [n-1, vocab]

@@ -28,6 +28,7 @@ OPERATOR_CREATED_SECRETS = {"pdd-api-keys"}  # created with `kubectl create secr
 RENDERS = {
     "cpu": ["overlays/cpu"],
     "ascend": ["overlays/ascend"],
+    "ascend-vllm": ["overlays/ascend-vllm"],
     "cpu+api-keys": ["overlays/cpu", "components/api-keys"],
 }
 
