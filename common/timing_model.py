@@ -313,11 +313,16 @@ def safe_budget(
 
 
 def prompt_done_time(
-    prompt_len: int, refine_ratio: float, keep_set_at_s: float, device: DeviceProfile
+    prompt_len: int,
+    refine_ratio: float,
+    keep_set_at_s: float,
+    device: DeviceProfile,
+    context: int = 0,
 ) -> float:
     """When the device's prompt prefill ends: full speed until the keep-set arrives (with the
-    first cloud token), then only the kept share of the positions not prefilled yet."""
-    full = device.prefill.time(prompt_len)
+    first cloud token), then only the kept share of the positions not prefilled yet.
+    ``prompt_len``: the tokens to prefill, after ``context`` a session's cache already holds."""
+    full = device.prefill.extend_time(prompt_len, context)
     if refine_ratio <= 0 or keep_set_at_s >= full:
         return full
     done = prompt_len * max(keep_set_at_s, 0.0) / full

@@ -247,4 +247,5 @@ class Answer:
             keep_set_note=state.keep_set_note,
             device_error=state.device_error,
             cached_prompt_tokens=self.session.num_cached,
+            cloud_cached_tokens=usage.cached_tokens if usage else None,
         )

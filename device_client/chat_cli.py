@@ -2,7 +2,8 @@
 
 Reads one user message per line from stdin (a terminal or a pipe); ``/new`` starts a new
 session, ``/exit`` (or end of input) quits. After each answer one line sums the turn up: mode,
-TTFT, handoff index, and how many prompt tokens the device's cache already held.
+TTFT, handoff index, and how many prompt tokens the device's cache already held (and the
+cloud's prefix cache, from its end event).
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ def _summary(console: Console, turn: int, r: GenerationResult, rerendered: str |
         f"[dim]turn {turn}[/dim]  [bold]{r.mode.value}[/bold]  TTFT {1000 * (r.ttft_s or 0):.0f} ms"
         f"  handoff {'-' if r.handoff_index is None else r.handoff_index}"
         f"  cached {r.cached_prompt_tokens}/{r.prompt_tokens} prompt tokens"
+        f" (cloud {'-' if r.cloud_cached_tokens is None else r.cloud_cached_tokens})"
         f"  tokens {len(r.tokens)} ([cyan]cloud {cloud_n}[/cyan], "
         f"[green]device {len(r.tokens) - cloud_n}[/green])"
     )

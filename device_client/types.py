@@ -43,6 +43,9 @@ class GenerationResult:
     keep_set_note: str | None = None  # why a keep-set was ignored or refused, if one was
     device_error: str | None = None  # why the device runtime failed, if it did
     cached_prompt_tokens: int = 0  # prompt tokens the device's session cache already held
+    # Prompt tokens the cloud took from its prefix cache (its end event's usage.cached_tokens);
+    # None when no end event came (device-only, or the cloud failed first).
+    cloud_cached_tokens: int | None = None
 
     @property
     def token_ids(self) -> list[int]:
@@ -97,6 +100,7 @@ class GenerationResult:
             "prompt_tokens": self.prompt_tokens,
             "kept_prompt_tokens": self.kept_prompt_tokens,
             "cached_prompt_tokens": self.cached_prompt_tokens,
+            "cloud_cached_tokens": self.cloud_cached_tokens,
             "fallback": self.fallback,
             "end_reason": self.end_reason,
             "first_token_source": self.first_token_source,

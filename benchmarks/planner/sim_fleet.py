@@ -98,11 +98,11 @@ def _within(fleet: Fleet, ttft: np.ndarray, max_tpot: np.ndarray) -> np.ndarray:
 def _device_times(work: Workload, fleet: Fleet) -> tuple[np.ndarray, np.ndarray]:
     """(TTFT, mean τd) of each request on its own device."""
     pairs = [
-        (dev.prefill.extend_time(int(n), int(L - n)), dev.decode.mean_time(int(L), int(o)))
-        for dev, L, n, o in zip(
+        (dev.prefill.extend_time(int(L - c), int(c)), dev.decode.mean_time(int(L), int(o)))
+        for dev, L, c, o in zip(
             (fleet.devices[d] for d in work.device_idx),
             work.prompt_lens,
-            work.new_lens,
+            work.device_cached,  # a session's cache: only the rest is prefilled
             work.output_lens,
             strict=True,
         )
@@ -114,11 +114,12 @@ def _device_times(work: Workload, fleet: Fleet) -> tuple[np.ndarray, np.ndarray]
 def _run_cloud(work: Workload, num_tokens: np.ndarray, fleet: Fleet) -> CloudRun:
     return simulate_cloud(
         work.arrivals + fleet.network.rtt_s / 2,
-        work.new_lens,  # a cached prefix is not prefilled again
+        work.prompt_lens,
         num_tokens,
         fleet.cloud,
         fleet.slots,
         fleet.prefill_chunk_tokens,
+        num_cached=work.cached_lens,  # prefilled after its cached prefix, attending to it
     )
 
 
@@ -159,9 +160,9 @@ class _Plan:
 
 
 def _plan(work: Workload, fleet: Fleet) -> _Plan:
-    buckets = [  # by the tokens left to prefill: a cached prefix costs the device nothing
-        fleet.settings_for(int(d)).bucket_for(int(L))
-        for d, L in zip(work.device_idx, work.new_lens, strict=True)
+    buckets = [  # by the tokens the device must still prefill (the client's one rule)
+        fleet.settings_for(int(d)).bucket_for(int(L), int(c))
+        for d, L, c in zip(work.device_idx, work.prompt_lens, work.device_cached, strict=True)
     ]
     use_cloud = np.array([b.use_cloud for b in buckets], bool)
     use_device = np.array([b.use_device for b in buckets], bool)
@@ -177,11 +178,11 @@ def _prompt_done(work: Workload, fleet: Fleet, plan: _Plan, run: CloudRun) -> np
     """Device-relative time each pd request's prompt prefill ends (the handoff)."""
     done = np.full(len(work.arrivals), np.inf)
     first_dev = run.first_token_at + fleet.network.rtt_s / 2 - work.arrivals
+    new, cached = work.device_new_lens, work.device_cached
     for i in np.flatnonzero(plan.use_cloud & plan.use_device):
         dev = fleet.devices[work.device_idx[i]]
-        done[i] = prompt_done_time(
-            int(work.new_lens[i]), plan.buckets[i].refine_ratio, first_dev[i], dev
-        )
+        ratio = plan.buckets[i].refine_ratio
+        done[i] = prompt_done_time(int(new[i]), ratio, first_dev[i], dev, int(cached[i]))
     return done
 
 
@@ -248,16 +249,19 @@ def _simulate_pd(work: Workload, fleet: Fleet, dev_ttft, dev_tau, sample: int | 
 
 def _display_one(i: int, work: Workload, fleet: Fleet, bucket, run: CloudRun, pace, rng):
     dev = fleet.devices[work.device_idx[i]]
-    L, out = int(work.new_lens[i]), int(work.output_lens[i])  # the part still to prefill
+    L, out = int(work.device_new_lens[i]), int(work.output_lens[i])  # the part still to prefill
+    cached = int(work.device_cached[i])  # what the device's session cache already holds
     kept = kept_prompt_len(L, bucket.refine_ratio)
     cap = min(1 + bucket.cloud_tokens, out)
     arrivals = _token_arrivals(run.first_token_at[i], pace, cap, work.arrivals[i], fleet, rng)
-    prompt_s = prompt_done_time(L, bucket.refine_ratio, arrivals[0], dev)
+    prompt_s = prompt_done_time(L, bucket.refine_ratio, arrivals[0], dev, cached)
     pacing = PacingConfig(
-        bucket.min_interval_s, bucket.max_interval_s, dev.decode.time(L), kept / prompt_s
+        bucket.min_interval_s, bucket.max_interval_s, dev.decode.time(cached + L), kept / prompt_s
     )
-    res = run_display(pacing, arrivals, kept, prompt_s, lambda k: absorb_time(k, kept, dev))
-    tail = dev.decode.time(L + out) if res.handoff_index < out else 0.0
+    res = run_display(
+        pacing, arrivals, kept, prompt_s, lambda k: absorb_time(k, cached + kept, dev)
+    )
+    tail = dev.decode.time(cached + L + out) if res.handoff_index < out else 0.0
     return res, tail
 
 

@@ -30,14 +30,27 @@ class Workload:
     device_idx: np.ndarray  # which device profile serves each request
     name: str = "poisson"
     dropped: int = 0  # trace requests left out (longer than --max-input-len)
-    cached_lens: np.ndarray | None = None  # leading prompt tokens already cached (prefix cache)
+    cached_lens: np.ndarray | None = None  # leading prompt tokens in the cloud's prefix cache
+    # Leading prompt tokens the device's session cache holds (the conversation's previous turn).
+    device_cached_lens: np.ndarray | None = None
 
     @property
     def new_lens(self) -> np.ndarray:
-        """Prompt tokens to prefill: all of them, or those past the cached prefix."""
+        """Prompt tokens the cloud prefills: all of them, or those past its cached prefix."""
         if self.cached_lens is None:
             return self.prompt_lens
         return self.prompt_lens - self.cached_lens
+
+    @property
+    def device_cached(self) -> np.ndarray:
+        if self.device_cached_lens is None:
+            return np.zeros(len(self.prompt_lens), int)
+        return self.device_cached_lens
+
+    @property
+    def device_new_lens(self) -> np.ndarray:
+        """Prompt tokens the device prefills: those past its session cache."""
+        return self.prompt_lens - self.device_cached
 
     def head(self, num: int) -> Workload:
         cut = slice(0, num)
@@ -48,6 +61,9 @@ class Workload:
             output_lens=self.output_lens[cut],
             device_idx=self.device_idx[cut],
             cached_lens=None if self.cached_lens is None else self.cached_lens[cut],
+            device_cached_lens=(
+                None if self.device_cached_lens is None else self.device_cached_lens[cut]
+            ),
         )
 
     @property
@@ -80,13 +96,16 @@ def trace_workload(
     max_input_len: int | None = None,
     seed: int = 0,
     prefix_cache: bool = False,
+    sessions: bool = False,
 ) -> Workload:
     """The trace's requests in order; ``num`` past its length repeats it, shifted in time.
 
     Answer lengths are the trace's own unless ``output_len`` is given; requests longer than
     ``max_input_len`` are dropped (counted in ``dropped``), never clipped. ``prefix_cache``:
-    the leading blocks a request shares with an earlier one are cached on the cloud and on the
-    device (a conversation's earlier turns: the same user's device kept its KV)."""
+    the leading blocks a request shares with any earlier one are in the cloud's prefix cache.
+    ``sessions``: a follow-up (a request that extends an earlier one's blocks: the next turn of
+    that conversation) runs on the same device, whose session cache holds the previous turn
+    (``session_cached_lens``)."""
     trace = load_trace(trace_path(path))
     kept = [r for r in trace if max_input_len is None or r.input_length <= max_input_len]
     if not kept:
@@ -95,15 +114,63 @@ def trace_workload(
     reqs = [kept[i % len(kept)] for i in range(num)]
     span = kept[-1].timestamp_s + 1.0
     arrivals = np.array([r.timestamp_s + (i // len(kept)) * span for i, r in enumerate(reqs)])
+    device_idx = np.random.default_rng(seed).integers(0, num_devices, num)
+    copy = np.arange(num) // len(kept)  # a repeat of the trace is new conversations, not turns
+    device_cached = cloud_cached = None
+    if prefix_cache:
+        cloud_cached = np.array(cached_prefix_lens(kept))[np.arange(num) % len(kept)]
+    if sessions:
+        cached, previous = session_cached_lens(kept)
+        device_cached = np.array(cached)[np.arange(num) % len(kept)]
+        for i in range(num):
+            prev = previous[i % len(kept)]
+            if prev is not None:  # the conversation stays on its device
+                device_idx[i] = device_idx[prev + copy[i] * len(kept)]
     return Workload(
         arrivals=arrivals,
         prompt_lens=np.array([r.input_length for r in reqs]),
         output_lens=np.array([output_len or r.output_length for r in reqs]),
-        device_idx=np.random.default_rng(seed).integers(0, num_devices, num),
+        device_idx=device_idx,
         name=Path(str(path)).stem,
         dropped=len(trace) - len(kept),
-        cached_lens=np.array(cached_prefix_lens(reqs)) if prefix_cache else None,
+        cached_lens=cloud_cached,
+        device_cached_lens=device_cached,
     )
+
+
+def session_cached_lens(
+    reqs, block_tokens: int = BLOCK_TOKENS
+) -> tuple[list[int], list[int | None]]:
+    """Per request: the tokens a device session holds, and the request it follows up (or None).
+
+    A request follows up the latest earlier one whose blocks it extends: it shares all of that
+    request's leading blocks but its last (a turn's last block is partial, so the next turn's
+    hash of it differs), and at least two: a first block alone is as often a system prompt
+    that every user sends (Mooncake's block 0), so a one-block first turn's follow-up is missed
+    (conservative). The device's cache then holds that turn's prompt and answer: min(shared
+    blocks x 512, previous L + O), and at least one token is left to prefill. A branch off an
+    older turn is not a follow-up.
+    """
+    latest: dict[tuple[int, ...], int] = {}  # a block prefix -> the latest request with it
+    cached: list[int] = []
+    previous: list[int | None] = []
+    for i, r in enumerate(reqs):
+        ids = tuple(r.hash_ids)
+        prev, shared = None, 0
+        for n in range(len(ids), 0, -1):
+            j = latest.get(ids[:n])
+            if j is not None:
+                prev, shared = j, n
+                break
+        p = reqs[prev] if prev is not None else None
+        if p is None or shared < max(len(p.hash_ids) - 1, 2):
+            prev = None
+        previous.append(prev)
+        held = 0 if p is None or prev is None else p.input_length + p.output_length
+        cached.append(max(0, min(shared * block_tokens, held, r.input_length - 1)))
+        for n in range(1, len(ids) + 1):
+            latest[ids[:n]] = i
+    return cached, previous
 
 
 def cached_prefix_lens(reqs, block_tokens: int = BLOCK_TOKENS) -> list[int]:
@@ -149,4 +216,5 @@ def tiled(work: Workload, num: int) -> Workload:
         output_lens=rep(work.output_lens),
         device_idx=rep(work.device_idx),
         cached_lens=rep(work.cached_lens),
+        device_cached_lens=rep(work.device_cached_lens),
     )

@@ -161,9 +161,13 @@ def _floats(text: str, what: str) -> list[float]:
         raise ValueError(f"{what} must be comma-separated numbers, got {text!r}") from None
 
 
-def _workload(trace, request_rate, input_lens, output_len, num, num_devices, max_input_len, cache):
+def _workload(
+    trace, request_rate, input_lens, output_len, num, num_devices, max_input_len, cache, sessions
+):
     if trace is not None:
-        work = trace_workload(trace, num, num_devices, output_len, max_input_len, 0, cache)
+        work = trace_workload(
+            trace, num, num_devices, output_len, max_input_len, 0, cache, sessions
+        )
         return work if request_rate is None else scaled(work, request_rate)
     if request_rate is None:
         raise ValueError("give --trace, --request-rate, or both (a trace rescaled to that rate)")
@@ -190,7 +194,12 @@ def simulate_command(
     output_len: int = typer.Option(None, help="answer length O (default: the trace's, else 256)"),
     max_input_len: int = typer.Option(None, help="drop trace requests with longer prompts"),
     prefix_cache: bool = typer.Option(
-        False, help="trace: shared leading blocks (hash_ids) are cached on cloud and device"
+        False,
+        help="trace: leading blocks (hash_ids) an earlier request sent are in the cloud's cache",
+    ),
+    sessions: bool = typer.Option(
+        False,
+        help="trace: a conversation's next turn finds its previous turn in the device's cache",
     ),
     num_requests: int = typer.Option(None, min=10, help="default 100,000 (a trace: its length)"),
     rtt_ms: float = typer.Option(50.0),
@@ -219,6 +228,7 @@ def simulate_command(
             len(devices),
             max_input_len,
             prefix_cache,
+            sessions,
         )
         notes = [check_prompt_lens(p, int(work.prompt_lens.max())) for p in (*devices, cloud)]
         ttft_s, tpot_s = parse_slo(slo)
@@ -267,7 +277,11 @@ def _header(work: Workload, fleet: Fleet, settings: str | None, slo_given: bool)
     dropped = f" ({work.dropped} longer requests dropped)" if work.dropped else ""
     if work.cached_lens is not None:
         share = work.cached_lens.sum() / work.prompt_lens.sum()
-        dropped += f", prefix cache ({share:.0%} of prompt tokens cached)"
+        dropped += f", cloud prefix cache ({share:.0%} of prompt tokens cached)"
+    if work.device_cached_lens is not None:
+        share = work.device_cached_lens.sum() / work.prompt_lens.sum()
+        follow = (work.device_cached_lens > 0).mean()
+        dropped += f", device sessions ({follow:.0%} follow-ups; {share:.0%} of tokens cached)"
     typer.echo(
         f"{len(work.arrivals)} requests, {where}{dropped} at {work.mean_rate:.3g} req/s, "
         f"{len(fleet.devices)} device class(es), K={fleet.slots}; settings "

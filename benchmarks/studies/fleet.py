@@ -60,7 +60,9 @@ def scenarios(quick: bool) -> list[Scenario]:
 
 def _workload(sc: Scenario, num: int, num_devices: int):
     if sc.workload == "mooncake":
-        work = trace_workload("mooncake-5min", num, num_devices, None, 8192, prefix_cache=True)
+        work = trace_workload(
+            "mooncake-5min", num, num_devices, None, 8192, prefix_cache=True, sessions=True
+        )
         return scaled(work, 1.0)
     return poisson_workload(1.0, num, [128, 256, 512], sc.output_len, num_devices)
 

@@ -57,7 +57,7 @@ def turn_row(answer: Answer) -> dict:
         "handoff_index": r.handoff_index,
         "cloud_busy_s": r.cloud_busy_s,
         "cloud_prefill_s": usage.prefill_s if usage else None,
-        "cloud_cached_tokens": getattr(usage, "cached_tokens", None) if usage else None,
+        "cloud_cached_tokens": r.cloud_cached_tokens,
         "fallback": r.fallback,
         "token_ids": r.token_ids,
     }

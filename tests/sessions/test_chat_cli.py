@@ -25,11 +25,15 @@ def test_chat_over_a_cloud_keeps_the_history(cloud_server):
     )
     assert out.returncode == 0, out.stderr
     summaries = re.findall(
-        r"turn (\d+)\s+(\w+)\s+TTFT \d+ ms\s+handoff (\S+)\s+cached (\d+)/(\d+)", out.stdout
+        r"turn (\d+)\s+(\w+)\s+TTFT \d+ ms\s+handoff (\S+)\s+cached (\d+)/(\d+) prompt tokens"
+        r" \(cloud (\S+)\)",
+        out.stdout,
     )
     assert [s[0] for s in summaries] == ["1", "2"], out.stdout  # the blank line is skipped
     # Turn 2: the device holds at least turn 1's prompt (and the answer tokens it absorbed).
     assert summaries[0][3] == "0" and int(summaries[1][3]) >= int(summaries[0][4])
+    # The cloud's prefix cache holds turn 1's prompt when turn 2 (its extension) arrives.
+    assert int(summaries[1][5]) >= int(summaries[0][4]) - 1, out.stdout
     assert "Traceback" not in out.stdout + out.stderr
 
 
@@ -37,8 +41,8 @@ def test_chat_device_only_and_a_new_session():
     out = _chat("--mode", "device", "--max-tokens", "4", stdin="Hello.\n/new\nHello.\n")
     assert out.returncode == 0, out.stderr
     assert "new session" in out.stdout
-    cached = re.findall(r"cached (\d+)/", out.stdout)
-    assert cached == ["0", "0"], out.stdout
+    cached = re.findall(r"cached (\d+)/\d+ prompt tokens \(cloud (\S+)\)", out.stdout)
+    assert cached == [("0", "-"), ("0", "-")], out.stdout
 
 
 def test_chat_json_prints_one_object_per_turn():

@@ -23,6 +23,7 @@ from benchmarks.planner.sim_workload import (
     SHIPPED_TRACES,
     cached_prefix_lens,
     poisson_workload,
+    session_cached_lens,
     trace_workload,
 )
 from benchmarks.planner.simulator import gain_of
@@ -237,3 +238,60 @@ def test_a_sampled_pd_display_counts_for_all_pd_requests():
     sampled = simulate_mode("pd", work, fleet, sample=10)
     assert full.attainment == pytest.approx(0.5, abs=0.08)
     assert sampled.attainment == pytest.approx(full.attainment, abs=0.02)
+
+
+def test_a_follow_up_finds_its_previous_turn_in_the_device_session():
+    from benchmarks.bench.workloads import TraceRequest
+
+    reqs = [
+        TraceRequest(0.0, 1500, 100, (0, 1, 2)),  # a conversation's first turn
+        TraceRequest(1.0, 600, 10, (0, 9)),  # another user: shares only the system block
+        TraceRequest(2.0, 1900, 10, (0, 1, 3, 4)),  # turn 2: extends turn 1's full blocks 0, 1
+        TraceRequest(3.0, 2600, 10, (0, 1, 3, 4, 5, 6)),  # turn 3: extends turn 2 (0, 1, 3)
+        TraceRequest(4.0, 3000, 10, (0, 1, 7, 8, 9, 10)),  # a branch off turn 1 after turn 2
+    ]
+    cached, previous = session_cached_lens(reqs)
+    assert previous == [None, None, 0, 2, None]
+    # Turn 2 shares 2 blocks (1,024 tokens) with turn 1, which held 1,500 + 100: 1,024.
+    # Turn 3 shares 4 blocks (2,048) with turn 2, which held only 1,900 + 10.
+    assert cached == [0, 0, 1024, 1910, 0]
+
+
+def test_simulate_replays_a_trace_with_prefix_reuse_and_device_sessions(tmp_path):
+    trace = tmp_path / "chat.jsonl"
+    turns = [  # two conversations of three turns, interleaved, and a one-off request
+        (0, 700, 64, [0, 1]),
+        (500, 900, 64, [0, 2]),
+        (2000, 1300, 64, [0, 1, 3]),
+        (2500, 1400, 64, [0, 2, 4]),
+        (4000, 1800, 64, [0, 1, 3, 5]),
+        (4500, 2000, 64, [0, 2, 4, 6]),
+        (6000, 300, 64, [7]),
+    ]
+    trace.write_text(
+        "".join(
+            json.dumps({"timestamp": t, "input_length": L, "output_length": o, "hash_ids": h})
+            + "\n"
+            for t, L, o, h in turns
+        )
+    )
+    work = trace_workload(trace, None, 2, prefix_cache=True, sessions=True)
+    # Each later turn holds its previous turn's prompt and answer (L + 64), within the blocks
+    # shared; the second conversation's first turn shares only the system block 0: no session.
+    assert work.device_cached.tolist() == [0, 0, 764, 964, 1364, 1464, 0]
+    assert work.device_idx[2] == work.device_idx[4] == work.device_idx[0]  # one device each
+    assert work.cached_lens.tolist() == [0, 512, 1024, 1024, 1536, 1536, 0]
+    args = ["simulate", "--trace", str(trace), "--device-profiles", "phone-llama1b-q4"]
+    args += ["--cloud-profile", "h100-llama8b", "--slo", "ttft:2000,tpot:100"]
+    args += ["--search-requests", "200", "--search-sample", "50"]
+    reports = {}
+    for name, extra in (("plain", []), ("reuse", ["--prefix-cache", "--sessions"])):
+        out = tmp_path / f"{name}.json"
+        result = runner.invoke(app, [*args, *extra, "-o", str(out)])
+        assert result.exit_code == 0, result.output
+        reports[name] = json.loads(out.read_text())
+    assert "device sessions (57% follow-ups" in result.output
+    plain, reuse = (reports[k]["modes"] for k in ("plain", "reuse"))
+    # The cloud's prefix cache saves cloud-only prefill; sessions save pd's device prefill.
+    assert reuse[0]["cloud_busy_s_per_request"] < plain[0]["cloud_busy_s_per_request"]
+    assert reuse[2]["cloud_busy_s_per_request"] <= plain[2]["cloud_busy_s_per_request"]
