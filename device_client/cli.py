@@ -149,7 +149,7 @@ def _summary(console: Console, r: GenerationResult) -> None:
             highlight=False,
         )
     console.print(
-        f"TPOT mean {1000 * (r.tpot_mean_s or 0):.0f} ms, max {1000 * (r.tpot_max_s or 0):.0f} ms",
+        f"TPOT mean {1000 * (r.tpot_mean_s or 0):.0f} ms, max {1000 * (r.max_tpot_s or 0):.0f} ms",
         highlight=False,
     )
     if r.fallback:

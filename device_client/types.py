@@ -80,7 +80,7 @@ class GenerationResult:
         return (self.tokens[-1].time_s - self.tokens[0].time_s) / (n - 1) if n > 1 else None
 
     @property
-    def tpot_max_s(self) -> float | None:
+    def max_tpot_s(self) -> float | None:
         """The largest gap between two displayed tokens, handoff included."""
         return max(self.itl_s) if len(self.tokens) > 1 else None
 
@@ -92,7 +92,7 @@ class GenerationResult:
             "sources": self.sources,
             "ttft_s": self.ttft_s,
             "tpot_mean_s": self.tpot_mean_s,
-            "tpot_max_s": self.tpot_max_s,
+            "max_tpot_s": self.max_tpot_s,
             "e2e_s": self.e2e_s,
             "handoff_index": self.handoff_index,
             "cloud_tokens": self.cloud_tokens,

@@ -15,8 +15,8 @@ import numpy as np
 from device_client.types import GenerationResult
 
 PERCENTILES = (50, 90, 99)
-LATENCY_METRICS = ("ttft", "tpot", "itl", "e2el", "max_gap")  # vLLM calls E2E latency "e2el"
-SLO_METRICS = ("ttft", "tpot", "e2el", "max_gap")
+LATENCY_METRICS = ("ttft", "tpot", "itl", "e2el", "max_tpot")  # vLLM calls E2E latency "e2el"
+SLO_METRICS = ("ttft", "tpot", "e2el", "max_tpot")
 
 
 @dataclass
@@ -69,9 +69,9 @@ class RequestRecord:
         return self.result.tpot_mean_s if self.result else None
 
     @property
-    def max_gap_s(self) -> float | None:
+    def max_tpot_s(self) -> float | None:
         """The largest gap between two displayed tokens (max TPOT), handoff included."""
-        return self.result.tpot_max_s if self.result else None
+        return self.result.max_tpot_s if self.result else None
 
     @property
     def handoff_index(self) -> int | None:
@@ -116,7 +116,7 @@ class RequestRecord:
             "num_tokens": self.num_tokens,
             "ttft_ms": _ms(self.ttft_s),
             "tpot_ms": _ms(self.tpot_s),
-            "max_gap_ms": _ms(self.max_gap_s),
+            "max_tpot_ms": _ms(self.max_tpot_s),
             "e2el_ms": _ms(self.e2e_s),
         }
 
@@ -180,7 +180,7 @@ def meets_slo(record: RequestRecord, slos_ms: dict[str, float]) -> bool:
         "ttft": record.ttft_s,
         "tpot": record.tpot_s,
         "e2el": record.e2e_s,
-        "max_gap": record.max_gap_s,
+        "max_tpot": record.max_tpot_s,
     }
     return all(values[k] is None or 1000.0 * values[k] <= ms for k, ms in slos_ms.items())
 
@@ -214,7 +214,7 @@ def summarize(records: list[RequestRecord], slos_ms: dict[str, float]) -> dict:
     out.update(distribution_ms("tpot", [r.tpot_s for r in ok if r.tpot_s is not None]))
     out.update(distribution_ms("itl", [g for r in ok for g in r.itl_s]))
     out.update(distribution_ms("e2el", [r.e2e_s for r in ok]))
-    out.update(distribution_ms("max_gap", [r.max_gap_s for r in ok if r.max_gap_s is not None]))
+    out.update(distribution_ms("max_tpot", [r.max_tpot_s for r in ok if r.max_tpot_s is not None]))
     if slos_ms:
         good = sum(meets_slo(r, slos_ms) for r in ok)
         out["request_goodput"] = good / duration if duration > 0 else None

@@ -76,7 +76,7 @@ class DisplayResult:
     handoff_index: int  # m: cloud tokens received (and shown) before the device took over
     own_shown_at: float  # when the device's first own token is shown
     first_shown_at: float  # TTFT as the user sees it
-    max_gap_s: float  # largest gap between two shown tokens up to the first own one
+    max_tpot_s: float  # largest gap between two shown tokens up to the first own one
     handoff_gap_s: float  # last cloud token to the device's first own token
     shown_at: list[float] = field(default_factory=list)  # every display time, the own one last
 
@@ -166,7 +166,7 @@ def _result(state: AnswerState, shown: list[float]) -> DisplayResult:
         handoff_index=m,
         own_shown_at=shown[-1],
         first_shown_at=shown[0],
-        max_gap_s=max(gaps, default=0.0),
+        max_tpot_s=max(gaps, default=0.0),
         handoff_gap_s=shown[-1] - shown[-2] if m else 0.0,
         shown_at=shown,
     )

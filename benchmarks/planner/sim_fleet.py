@@ -66,7 +66,7 @@ class Fleet:
 class ModeResult:
     ttft: np.ndarray  # per request (the requests whose display was simulated)
     tpot: np.ndarray
-    max_tpot: np.ndarray
+    max_tpot_s: np.ndarray
     good: np.ndarray  # meets the SLO, like with like
     cloud_busy_s: float  # per request
     utilisation: float
@@ -90,9 +90,9 @@ class ModeResult:
         return self.attainment >= fleet.percentile / 100.0 - 1e-12
 
 
-def _within(fleet: Fleet, ttft: np.ndarray, max_tpot: np.ndarray) -> np.ndarray:
+def _within(fleet: Fleet, ttft: np.ndarray, max_tpot_s: np.ndarray) -> np.ndarray:
     eps = 1e-6  # the controller stretches gaps to exactly Δmax = the TPOT SLO
-    return (ttft <= fleet.slo_ttft_s + eps) & (max_tpot <= fleet.slo_tpot_s + eps)
+    return (ttft <= fleet.slo_ttft_s + eps) & (max_tpot_s <= fleet.slo_tpot_s + eps)
 
 
 def _device_times(work: Workload, fleet: Fleet) -> tuple[np.ndarray, np.ndarray]:
@@ -205,11 +205,11 @@ def _simulate_pd(work: Workload, fleet: Fleet, dev_ttft, dev_tau, sample: int | 
     run = _run_cloud(work, tokens, fleet)  # pass 2: the cloud stops at the handoff
     pace = _pace(run, tokens)
     cloud_ttft = run.first_token_at + fleet.network.rtt_s / 2 - work.arrivals
-    ttft, tpot, max_tpot = dev_ttft.copy(), dev_tau.copy(), dev_tau.copy()
+    ttft, tpot, max_tpot_s = dev_ttft.copy(), dev_tau.copy(), dev_tau.copy()
     co = plan.use_cloud & ~plan.use_device
     ttft[co] = cloud_ttft[co]
-    tpot[co] = max_tpot[co] = np.where(np.isfinite(pace[co]), pace[co], 0.0)
-    good = _within(fleet, ttft, max_tpot)
+    tpot[co] = max_tpot_s[co] = np.where(np.isfinite(pace[co]), pace[co], 0.0)
+    good = _within(fleet, ttft, max_tpot_s)
     rng = np.random.default_rng(1)
     idx = np.flatnonzero(pd_req)
     if sample is not None and len(idx) > sample:
@@ -225,16 +225,16 @@ def _simulate_pd(work: Workload, fleet: Fleet, dev_ttft, dev_tau, sample: int | 
         e2e = res.own_shown_at + max(out - res.handoff_index - 1, 0) * dev_tau[i]
         ttft[i] = res.first_shown_at
         tpot[i] = (e2e - res.first_shown_at) / max(out - 1, 1)
-        max_tpot[i] = max(res.max_gap_s, tail)
+        max_tpot_s[i] = max(res.max_tpot_s, tail)
         stall = is_stall(res.handoff_gap_s, plan.buckets[i].max_interval_s)
-        good[i] = res.handoff_index >= 1 and not stall and _within(fleet, ttft[i], max_tpot[i])
+        good[i] = res.handoff_index >= 1 and not stall and _within(fleet, ttft[i], max_tpot_s[i])
         stalls += stall
         handoffs += res.handoff_index
     n = len(work.arrivals)
     return ModeResult(
         ttft[keep],
         tpot[keep],
-        max_tpot[keep],
+        max_tpot_s[keep],
         good[keep],
         float(run.busy_s.mean()),
         run.utilisation,

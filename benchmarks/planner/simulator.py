@@ -62,7 +62,7 @@ def summarise(name: str, res: ModeResult, rate: float | None) -> dict:
         "mode": name,
         "ttft_s": {**pct, "mean": float(res.ttft.mean())},
         "tpot_s": {f"p{p}": float(np.percentile(res.tpot, p)) for p in (50, 90, 99)},
-        "max_tpot_s": {f"p{p}": float(np.percentile(res.max_tpot, p)) for p in (50, 90, 99)},
+        "max_tpot_s": {f"p{p}": float(np.percentile(res.max_tpot_s, p)) for p in (50, 90, 99)},
         "slo_attainment": res.attainment,
         "cloud_busy_s_per_request": res.cloud_busy_s,
         "cloud_tokens_per_request": res.cloud_tokens,

@@ -45,7 +45,7 @@ def measured(result: dict, settings: SplitSettings) -> dict[int, dict]:
     out = {}
     for length, reqs in sorted(_pd_requests(result).items()):
         max_interval_s = settings.bucket_for(length).max_interval_s
-        stalls = [is_stall(_seconds(r["max_gap_ms"]), max_interval_s) for r in reqs]
+        stalls = [is_stall(_seconds(r["max_tpot_ms"]), max_interval_s) for r in reqs]
         out[length] = {
             "handoff_index": _median(
                 [
@@ -56,7 +56,7 @@ def measured(result: dict, settings: SplitSettings) -> dict[int, dict]:
             "ttft_s": _median([r["ttft_ms"] / 1e3 for r in reqs]),
             "cloud_busy_s": _median([r["cloud_busy_s"] for r in reqs]),
             "stall_rate": sum(stalls) / len(stalls),
-            "max_gap_s": _median([r["max_gap_ms"] / 1e3 for r in reqs if r["max_gap_ms"]]),
+            "max_tpot_s": _median([r["max_tpot_ms"] / 1e3 for r in reqs if r["max_tpot_ms"]]),
         }
     return out
 
@@ -113,7 +113,7 @@ def comparison_table(runs: dict[str, dict[int, dict]]) -> Table:
             cells.append(
                 "-"
                 if m is None
-                else f"{m['ttft_s']:.2f} / {100 * m['stall_rate']:.0f}% / {m['max_gap_s']:.2f} / "
+                else f"{m['ttft_s']:.2f} / {100 * m['stall_rate']:.0f}% / {m['max_tpot_s']:.2f} / "
                 f"{m['cloud_busy_s']:.2f}"
             )
         table.add_row(str(length), *cells)

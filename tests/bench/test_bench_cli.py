@@ -21,7 +21,7 @@ SUMMARY_KEYS = {
     "mean_tpot_ms": float,
     "p99_tpot_ms": float,
     "median_itl_ms": float,
-    "p99_max_gap_ms": float,
+    "p99_max_tpot_ms": float,
     "mean_e2el_ms": float,
     "mean_cloud_tokens": float,
     "num_fallbacks": int,

@@ -28,7 +28,7 @@ def test_generate_json_against_a_running_cloud(cloud_server, reference):
         "sources",
         "ttft_s",
         "tpot_mean_s",
-        "tpot_max_s",
+        "max_tpot_s",
         "handoff_index",
         "cloud_tokens",
         "fallback",

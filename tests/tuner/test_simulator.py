@@ -67,4 +67,4 @@ def test_display_holds_tokens_back_when_the_cloud_is_slower_than_the_display():
     arrivals = [0.5 + 0.25 * i for i in range(20)]  # 11 of them before the prompt is done
     result = run_display(pacing, arrivals, 300, prompt_done_s=3.0, absorb=lambda m: 0.5)
     assert result.handoff_index == 11
-    assert result.max_gap_s <= 0.3 + 1e-9
+    assert result.max_tpot_s <= 0.3 + 1e-9

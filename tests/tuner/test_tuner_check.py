@@ -20,7 +20,7 @@ def _settings() -> SplitSettings:
     return SplitSettings(buckets=[bucket])
 
 
-def _request(mode: str, max_gap_s: float, busy_s: float, handoff: int | None = 20) -> dict:
+def _request(mode: str, max_tpot_s: float, busy_s: float, handoff: int | None = 20) -> dict:
     return {
         "mode": mode,
         "input_len": 512,
@@ -28,7 +28,7 @@ def _request(mode: str, max_gap_s: float, busy_s: float, handoff: int | None = 2
         "num_tokens": 64,
         "ttft_ms": 1000.0,
         "cloud_busy_s": busy_s,
-        "max_gap_ms": 1e3 * max_gap_s,
+        "max_tpot_ms": 1e3 * max_tpot_s,
     }
 
 
@@ -46,7 +46,7 @@ def test_measured_counts_stalls_against_the_buckets_delta_max():
     assert got["stall_rate"] == 1 / 3
     assert got["cloud_busy_s"] == 2.0
     assert got["handoff_index"] == 20  # median of 20, 20 and 64 (no handoff: the whole answer)
-    assert got["max_gap_s"] == 0.29
+    assert got["max_tpot_s"] == 0.29
 
 
 def test_cli_prints_predictions_and_the_comparison(tmp_path):
