@@ -19,14 +19,8 @@ import math
 import statistics
 from collections import deque
 
-from common.timing_model import (
-    DecodeCost,
-    DeviceProfile,
-    PrefillCost,
-    fit_nonnegative,
-    pacing_for,
-    safe_budget,
-)
+from common.profiles import DecodeCost, DeviceProfile, PrefillCost, fit_nonnegative
+from common.timing_model import pacing_for, safe_budget
 
 from .speed_controller import PacingConfig
 

@@ -37,7 +37,7 @@ class VirtualDeviceModel:
     """Tpd for the emulated device: a fitted profile or a constant rate."""
 
     prefill_tok_s: float | None = None
-    profile: object | None = None  # common.timing_model.DeviceProfile
+    profile: object | None = None  # common.profiles.DeviceProfile
 
     def prefill_s(self, prompt_len: int, refine_ratio: float) -> float:
         kept = kept_prompt_len(prompt_len, refine_ratio)

@@ -21,7 +21,7 @@ from pathlib import Path
 import typer
 
 from common.defaults import DEFAULT_MODEL
-from common.timing_model import (
+from common.profiles import (
     CloudProfile,
     DeviceProfile,
     fit_batch,
@@ -270,7 +270,7 @@ def profile_command(
 
 def list_shipped() -> None:
     from benchmarks.planner.profiles import prompt_range, shipped_profiles, shipped_settings
-    from common.timing_model import load_profile
+    from common.profiles import load_profile
 
     typer.echo(f"{'name':26s} {'kind':6s} {'source':8s} {'prompt<=':>9s}  what")
     for entry in shipped_profiles():

@@ -24,7 +24,7 @@ import numpy as np
 
 from cloud_server.config import EngineConfig
 from cloud_server.scheduler import Scheduler, SequenceStatus, StepKind
-from common.timing_model import CloudProfile
+from common.profiles import CloudProfile
 
 
 @dataclass(frozen=True)

@@ -26,16 +26,9 @@ from benchmarks.planner.sim_cloud import CloudRun, simulate_cloud
 from benchmarks.planner.sim_display import run_display
 from benchmarks.planner.sim_workload import Workload, scaled, tiled
 from cloud_server.config import EngineConfig
+from common.profiles import CloudProfile, DeviceProfile, NetworkProfile
 from common.settings import SplitSettings
-from common.timing_model import (
-    CloudProfile,
-    DeviceProfile,
-    NetworkProfile,
-    absorb_time,
-    is_stall,
-    kept_prompt_len,
-    prompt_done_time,
-)
+from common.timing_model import absorb_time, is_stall, kept_prompt_len, prompt_done_time
 from device_client.speed_controller import PacingConfig
 
 MODES = ("cloud-only", "device-only", "pd")

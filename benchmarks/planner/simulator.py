@@ -23,8 +23,8 @@ from benchmarks.planner.sim_workload import Workload, poisson_workload, scaled, 
 from benchmarks.planner.tuner import Slo, TuneConfig, tune
 from benchmarks.planner.tuning_inputs import parse_slo
 from cloud_server.config import EngineConfig
+from common.profiles import NetworkProfile, ProfileError
 from common.settings import SplitSettings
-from common.timing_model import NetworkProfile, ProfileError
 
 DEFAULT_SLO_TTFT_MIN_S = 1.0
 

@@ -22,12 +22,9 @@ from benchmarks.planner.profiles import check_prompt_lens, load_named
 from benchmarks.planner.sim_workload import trace_path
 from benchmarks.planner.tuning_inputs import buckets_from_trace, load_quality, parse_slo
 from common.messages import MAX_REFINE_RATIO
+from common.profiles import CloudProfile, DeviceProfile, NetworkProfile, ProfileError
 from common.settings import Bucket, Prediction, SplitSettings
 from common.timing_model import (
-    CloudProfile,
-    DeviceProfile,
-    NetworkProfile,
-    ProfileError,
     catch_up_time,
     cloud_busy_s,
     display_interval,

@@ -27,8 +27,8 @@ from benchmarks.planner.sim_workload import poisson_workload, scaled, trace_work
 from benchmarks.planner.simulator import tuned_settings
 from benchmarks.planner.tuner import Slo
 from benchmarks.planner.tuning_inputs import load_quality
+from common.profiles import NetworkProfile
 from common.settings import SplitSettings
-from common.timing_model import NetworkProfile
 
 QUALITY_FILE = Path(__file__).parents[2] / "docs" / "results" / "refine_quality.json"
 QUALITY_FLOOR = 0.5  # as the README's pd+refine results

@@ -29,8 +29,8 @@ import typer
 from benchmarks.planner.profiles import load_named
 from benchmarks.planner.sim_fleet import Fleet, simulate_mode
 from benchmarks.planner.sim_workload import poisson_workload
+from common.profiles import NetworkProfile
 from common.settings import Bucket, SplitSettings
-from common.timing_model import NetworkProfile
 
 TARGET = 0.20
 MODES = {"cloud": "cloud-only", "pd": "pd"}

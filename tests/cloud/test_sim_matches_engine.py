@@ -20,7 +20,7 @@ from cloud_server.model_runner import SeqOutput
 from cloud_server.scheduler import StepKind
 from common.clock import FakeClock
 from common.messages import End, FirstToken, GenerateRequest
-from common.timing_model import BatchCost, CloudProfile, DecodeCost, PrefillCost
+from common.profiles import BatchCost, CloudProfile, DecodeCost, PrefillCost
 
 CLOUD = CloudProfile(PrefillCost(a=0.01, b=0.001), DecodeCost(d0=0.02), BatchCost(e0=0.02, e1=0.01))
 # Request i: arrival s, prompt tokens, tokens it gets (first included), refines its prompt.

@@ -15,15 +15,9 @@ import pytest
 from virtual_time import ScriptedPrefill, ScriptedSession, VirtualExecutor, VirtualTimeLoop
 
 from common.messages import End, EndReason, FirstToken, GenerateRequest, Token, Usage
+from common.profiles import DecodeCost, DeviceProfile, fit_prefill
 from common.settings import default_settings
-from common.timing_model import (
-    PLAN_FACTOR,
-    STALL_FACTOR,
-    DecodeCost,
-    DeviceProfile,
-    catch_up_time,
-    fit_prefill,
-)
+from common.timing_model import PLAN_FACTOR, STALL_FACTOR, catch_up_time
 from device_client.answer import Answer
 from device_client.config import ClientConfig
 from device_client.self_profile import UNCHECKED_ERROR, SelfProfile, untuned_plan

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from tuner_profiles import fast_cloud, slow_device
 
-from common.timing_model import save_profile
+from common.profiles import save_profile
 
 
 @pytest.fixture

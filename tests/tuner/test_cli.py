@@ -6,8 +6,8 @@ import pytest
 from typer.testing import CliRunner
 
 from benchmarks.cli import app
+from common.profiles import load_profile
 from common.settings import SplitSettings
-from common.timing_model import load_profile
 
 runner = CliRunner()
 

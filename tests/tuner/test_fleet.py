@@ -28,8 +28,8 @@ from benchmarks.planner.sim_workload import (
 )
 from benchmarks.planner.simulator import gain_of
 from benchmarks.planner.tuner import Slo, TuneConfig, tune
+from common.profiles import NetworkProfile, ProfileError, profile_to_dict
 from common.settings import SplitSettings
-from common.timing_model import NetworkProfile, ProfileError, profile_to_dict
 
 runner = CliRunner()
 

@@ -9,7 +9,7 @@ from benchmarks.planner.sim_display import run_display
 from benchmarks.planner.sim_fleet import Fleet, simulate_mode
 from benchmarks.planner.sim_workload import poisson_workload
 from benchmarks.planner.tuner import Slo, TuneConfig, tune
-from common.timing_model import NetworkProfile
+from common.profiles import NetworkProfile
 from device_client.speed_controller import PacingConfig
 
 

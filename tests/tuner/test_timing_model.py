@@ -5,18 +5,15 @@ import json
 import pytest
 from tuner_profiles import fast_cloud, slow_device
 
-from common.timing_model import (
+from common.profiles import (
     ProfileError,
-    catch_up_time,
-    cloud_gain,
     fit_batch,
     fit_decode,
     fit_prefill,
-    handoff_index,
     load_profile,
-    min_safe_budget,
     save_profile,
 )
+from common.timing_model import catch_up_time, cloud_gain, handoff_index, min_safe_budget
 
 
 def test_prefill_fit_recovers_known_parameters():

@@ -8,15 +8,9 @@ from tuner_profiles import fast_cloud, slow_device
 
 from benchmarks.planner.tuner import InfeasibleError, Slo, TuneConfig, tune
 from benchmarks.planner.tuning_inputs import load_quality
+from common.profiles import NetworkProfile
 from common.settings import SplitSettings
-from common.timing_model import (
-    PLAN_FACTOR,
-    STRETCH_FACTOR,
-    NetworkProfile,
-    catch_up_time,
-    cloud_busy_s,
-    ttft_pd,
-)
+from common.timing_model import PLAN_FACTOR, STRETCH_FACTOR, catch_up_time, cloud_busy_s, ttft_pd
 
 
 def _tune(**kw) -> SplitSettings:

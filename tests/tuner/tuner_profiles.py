@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-from common.timing_model import (
-    BatchCost,
-    CloudProfile,
-    DecodeCost,
-    DeviceProfile,
-    PrefillCost,
-)
+from common.profiles import BatchCost, CloudProfile, DecodeCost, DeviceProfile, PrefillCost
 
 
 def slow_device(tau_d: float = 0.25) -> DeviceProfile:

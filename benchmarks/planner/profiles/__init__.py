@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.timing_model import CloudProfile, DeviceProfile, ProfileError, load_profile
+from common.profiles import CloudProfile, DeviceProfile, ProfileError, load_profile
 
 PROFILE_DIR = Path(__file__).parent
 SETTINGS_DIR = PROFILE_DIR / "settings"

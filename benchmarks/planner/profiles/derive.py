@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.timing_model import (
+from common.profiles import (
     BatchCost,
     CloudProfile,
     DecodeCost,
