@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from common.profiles import CloudProfile, DeviceProfile, NetworkProfile
+from .profiles import CloudProfile, DeviceProfile, NetworkProfile
 
 
 def kept_prompt_len(prompt_len: int, refine_ratio: float) -> int:
