@@ -1,10 +1,10 @@
 """Derived profiles: published figures of real phones and accelerator clouds, as cost models.
 
 ``python -m benchmarks.planner.profiles.derive`` writes one JSON per class below into this folder.
-Every number comes from one row of ``/work/shared/design/HARDWARE.md`` (its source is named in
-``meta.derived_from``); where a cost model needs more than the row gives (a length curve, the
-context term of decode, a prefill rate the row does not state), the step is listed in
-``meta.assumptions`` with the arithmetic. These are not measurements: ``meta.source`` is
+Every number comes from one row of the design brief's ``HARDWARE.md`` (``shared/design/`` beside
+the repository; its source is named in ``meta.derived_from``); where a cost model needs more
+than the row gives (a length curve, the context term of decode, a prefill rate the row does not
+state), the step is listed in ``meta.assumptions`` with the arithmetic. These are not measurements: ``meta.source`` is
 ``"derived"`` and ``pdd profile list`` says so.
 """
 
@@ -23,8 +23,6 @@ from common.profiles import (
     fit_batch,
     profile_to_dict,
 )
-
-HARDWARE_MD = "/work/shared/design/HARDWARE.md"
 
 # The one row with a length curve (LiteRT, Galaxy S24 Ultra CPU, Qwen2.5-1.5B int8): prefill
 # 106 tok/s at 1,280 and 63 at 4,096 tokens of context; decode 23 and 20 tok/s. As
