@@ -17,11 +17,8 @@ from rich.console import Console
 
 from common.cli_options import command_from
 from common.errors import PDError
-from common.messages import SamplingParams
-from common.settings import SplitSettings
 
-from .cli import _COLOURS, GenerateOptions, _fail
-from .config import device_emulation
+from .cli import _COLOURS, GenerateOptions, _fail, client_setup
 from .types import GenerationResult, Mode
 
 _COMMANDS = "/new starts a new session, /exit quits"
@@ -38,17 +35,7 @@ def chat(
     console = Console(stderr=opts.as_json)
     if opts.raw:
         _fail(console, "a chat needs the chat template: --raw does not apply")
-    try:
-        emulation = device_emulation(opts.emulate, opts.device_slowdown)
-        sampling = SamplingParams(
-            temperature=opts.temperature, top_p=opts.top_p, top_k=opts.top_k, seed=opts.seed
-        )
-        options = {"threads": opts.threads, "device_slowdown": emulation.slowdown}
-        if opts.settings is not None:
-            options["settings"] = SplitSettings.load(opts.settings)
-    except (ValueError, OSError) as err:
-        _fail(console, f"bad option: {err}")
-    console.print(f"[bold]{emulation.describe()}[/bold]", highlight=False, soft_wrap=True)
+    _, sampling, options = client_setup(opts, console)
     turn_args = {
         "max_tokens": opts.max_tokens,
         "mode": opts.mode,

@@ -18,7 +18,7 @@ from common.errors import PDError
 from common.messages import SamplingParams
 from common.settings import SplitSettings
 
-from .config import DEFAULT_EMULATION, EMULATIONS, device_emulation
+from .config import DEFAULT_EMULATION, EMULATIONS, DeviceEmulation, device_emulation
 from .types import GenerationResult, Mode
 
 _COLOURS = {"cloud": "cyan", "device": "green"}
@@ -60,16 +60,11 @@ def _fail(console: Console, message: str) -> NoReturn:
     sys.exit(2)
 
 
-@command_from(GenerateOptions, on_error=lambda message: _fail(Console(), message))
-def generate(
-    opts: GenerateOptions,
-    prompt: str = typer.Argument(..., help="the prompt (the chat template is applied)"),
-) -> None:
-    """Answer one prompt with P/D-Device (or a baseline mode) and show where each token came from."""
-    console = Console(stderr=opts.as_json)
-    as_json, cloud, mode, transport, model = (
-        opts.as_json, opts.cloud, opts.mode, opts.transport, opts.model
-    )  # fmt: skip
+def client_setup(
+    opts: GenerateOptions, console: Console
+) -> tuple[DeviceEmulation, SamplingParams, dict]:
+    """The device emulation, sampling and ``DeviceClient`` options the flags ask for; prints the
+    emulation (always the first line) and exits with a message on a bad option."""
     try:
         emulation = device_emulation(opts.emulate, opts.device_slowdown)
         sampling = SamplingParams(
@@ -81,6 +76,20 @@ def generate(
     except (ValueError, OSError) as err:
         _fail(console, f"bad option: {err}")
     console.print(f"[bold]{emulation.describe()}[/bold]", highlight=False, soft_wrap=True)
+    return emulation, sampling, options
+
+
+@command_from(GenerateOptions, on_error=lambda message: _fail(Console(), message))
+def generate(
+    opts: GenerateOptions,
+    prompt: str = typer.Argument(..., help="the prompt (the chat template is applied)"),
+) -> None:
+    """Answer one prompt with P/D-Device (or a baseline mode) and show where each token came from."""
+    console = Console(stderr=opts.as_json)
+    as_json, cloud, mode, transport, model = (
+        opts.as_json, opts.cloud, opts.mode, opts.transport, opts.model
+    )  # fmt: skip
+    emulation, sampling, options = client_setup(opts, console)
     use_embedded = mode is not Mode.DEVICE and (opts.embedded or cloud is None)
     with contextlib.ExitStack() as stack:
         if use_embedded:
