@@ -81,6 +81,7 @@ def create_http_app(
             "model": model.name,
             "fingerprint": model.fingerprint,
             "platform": model.platform.name,
+            "can_score_prompts": engine.can_score_prompts,  # refinement's keep-sets (tuner)
             "active_requests": engine.num_active,
             "max_concurrent_requests": engine.config.max_concurrent_requests,
         }

@@ -88,7 +88,6 @@ class VllmOptions:
     enforce_eager: bool = knob(
         False, "vllm: no torch.compile (faster start, slower steps)", flag="--vllm-enforce-eager"
     )
-    enable_prefix_caching: bool = True
 
     def __post_init__(self) -> None:
         if self.kv_cache_gib < 0:

@@ -45,11 +45,16 @@ async def tokenized(request: GenerateRequest, engine: CloudEngine) -> GenerateRe
     return request.model_copy(update={"prompt_ids": ids, "prompt": None, "messages": None})
 
 
-async def submit(engine: CloudEngine, request: GenerateRequest, owner: str = "") -> RequestStream:
-    """Check, tokenize off the loop and admit (the engine counts its own refusals)."""
+async def submit(
+    engine: CloudEngine, request: GenerateRequest, owner: str = "", extras=None
+) -> RequestStream:
+    """Check, tokenize off the loop and admit (the engine counts its own refusals). ``extras``:
+    engine-only options of an OpenAI request, for an engine that offers them (``openai_api``)."""
     try:
         request = await tokenized(request, engine)
     except PDError as err:  # refused before the engine saw it: counted here, once
         engine.metrics.count_rejected(err.code)
         raise
+    if extras is not None:
+        return engine.submit(request, owner, extras=extras)
     return engine.submit(request, owner)

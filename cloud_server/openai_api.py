@@ -5,7 +5,8 @@ JSON body), ``GET /v1/models``. A request becomes a ``GenerateRequest`` whose cl
 whole answer (``cloud_tokens = max_tokens - 1``). Stop strings are matched on the streamed text;
 the text is cut before the match (OpenAI's behaviour) and the engine request is cancelled at once.
 A client that goes away cancels its request, streaming or not. ``logprobs`` come from the
-engine's logits; ``echo`` returns the prompt (with its logprobs when asked).
+engine's logits; ``echo`` returns the prompt (with its logprobs when asked). Penalties go to an
+engine that takes them (``extra_params``: the vllm engine) and are refused by one that does not.
 Errors use OpenAI's body shape (``error.message/type/code``) with 4xx statuses.
 """
 
@@ -229,6 +230,24 @@ class Answer:
         yield "data: [DONE]\n\n"
 
 
+def engine_extras(req: CompletionRequest | ChatRequest, engine: CloudEngine):
+    """The request's engine-only options (penalties) for an engine that takes them; a 400 that
+    names each one otherwise. None when the request gives none."""
+    penalties = req.penalties
+    if not penalties:
+        return None
+    offered = getattr(engine, "extra_params", frozenset())
+    refused = sorted(set(penalties) - offered)
+    if refused:
+        raise InvalidRequest(
+            f"unsupported parameter(s): {', '.join(refused)}; this server's engine does not "
+            "offer them (leave them out, or serve with `pdd serve --engine vllm`)"
+        )
+    from .vllm_params import VllmExtras
+
+    return VllmExtras(**penalties)
+
+
 async def unless_disconnected(request: Request, answer: Awaitable[dict]) -> dict | Response:
     """``answer``'s result, or, when the client goes away first, cancel it (and so its engine
     request, which frees the slot at the next step) and answer nobody."""
@@ -261,9 +280,10 @@ def add_openai_routes(app: FastAPI, engine: CloudEngine) -> None:
         if req.model != model_name:
             raise ModelNotFound(f"model {req.model!r} is not served here; GET /v1/models lists it")
         rid = new_id("chatcmpl" if kind is ChatRequest else "cmpl")
+        extras = engine_extras(req, engine)
         gen = await tokenized(to_generate_request(req, rid), engine)
         # Nobody hands an OpenAI request off: its owner is a secret no caller knows.
-        stream = await submit(engine, gen, owner="openai:" + new_secret())
+        stream = await submit(engine, gen, owner="openai:" + new_secret(), extras=extras)
         answer = Answer(req, gen, AnswerRun(stream, req.stops), model_name, formatter)
         if not req.stream:
             return await unless_disconnected(request, answer.as_json())

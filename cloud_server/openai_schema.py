@@ -2,9 +2,12 @@
 
 Every parameter is honoured or refused, never ignored: the fields declared here are implemented
 (``logprobs`` / ``top_logprobs``, ``echo`` included); OpenAI parameters this server does not
-implement (``response_format``, ``tools``, penalties, ``logit_bias``, ``n > 1``, ...) are
-accepted only at their neutral value (which changes nothing) and otherwise refused with a 400 that
-names them; any other field is refused as unknown. ``user`` is accepted (it changes no output).
+implement (``response_format``, ``tools``, ``logit_bias``, ``n > 1``, ...) are accepted only at
+their neutral value (which changes nothing) and otherwise refused with a 400 that names them; any
+other field is refused as unknown. ``user`` is accepted (it changes no output). The penalties
+(``presence_penalty``, ``frequency_penalty`` and vLLM's ``repetition_penalty``) are declared here;
+the engine decides: the vllm engine applies them, the builtin engine refuses a non-neutral one
+(``openai_api.engine_extras``).
 """
 
 from __future__ import annotations
@@ -28,8 +31,6 @@ class StreamOptions(BaseModel):
 
 # OpenAI parameters not implemented here, with the neutral values that change nothing.
 _NEUTRAL: dict[str, tuple[Any, ...]] = {
-    "presence_penalty": (0, 0.0, None),
-    "frequency_penalty": (0, 0.0, None),
     "logit_bias": (None, {}),
     "response_format": (None, {"type": "text"}),
     "tools": (None, []),
@@ -71,6 +72,16 @@ class _Common(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: StrictInt = Field(1, ge=1, le=1, description="only one choice per request")
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0, allow_inf_nan=False)
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0, allow_inf_nan=False)
+    repetition_penalty: float | None = Field(None, gt=0.0, le=2.0, allow_inf_nan=False)
+
+    @property
+    def penalties(self) -> dict[str, float]:
+        """The penalties given at a value that changes the answer (vLLM's neutral values)."""
+        neutral = {"presence_penalty": 0.0, "frequency_penalty": 0.0, "repetition_penalty": 1.0}
+        given = {k: getattr(self, k) for k in neutral}
+        return {k: v for k, v in given.items() if v is not None and v != neutral[k]}
 
     @field_validator("stop")
     @classmethod

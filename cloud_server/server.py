@@ -66,9 +66,23 @@ def build_engine(config: ServerConfig) -> CloudEngine:
     return ENGINES[config.engine_kind](config)
 
 
+def check_settings_for(settings: SplitSettings | None, engine: CloudEngine) -> None:
+    """Settings that plan refinement cannot be served by an engine that cannot score prompts:
+    every refined answer would stall (its N assumes a shorter device prefill)."""
+    if settings is None or engine.can_score_prompts:
+        return
+    refined = [b.max_prompt_len for b in settings.buckets if b.refine_ratio > 0]
+    if refined:
+        raise SystemExit(
+            f"--settings: buckets max_prompt_len={refined} have refine_ratio > 0, but this engine "
+            "cannot score prompts; re-tune with `pdd tune --cloud-engine vllm` (refine_ratio 0)"
+        )
+
+
 async def serve(config: ServerConfig) -> None:
     settings = SplitSettings.load(config.settings_path) if config.settings_path else None
     engine = build_engine(config)
+    check_settings_for(settings, engine)
     engine.start()
     http = _HttpServer(
         uvicorn.Config(

@@ -10,7 +10,9 @@ ends do not change. What stays ours, above vLLM:
 - **Stop.** A handoff or a disconnect cancels the request's driver task; cancelling vLLM's
   ``generate`` aborts the request in the engine core, which drops it before its next step.
 - **Sampling.** Greedy rows are vLLM's argmax; seeded rows are drawn by our own per-index sampler
-  inside vLLM (``vllm_sampler.PdSampler``), so the device continues the same random stream.
+  inside vLLM (``vllm_sampler.PdSampler``), so the device continues the same random stream
+  (``vllm_params.py``: the request's vLLM parameters, penalties, logprobs). A row whose sampling
+  fails ends alone with an error; the batch goes on.
 - **Refinement.** vLLM exposes no attention scores: a ``refine_ratio > 0`` request gets a keep-set
   event saying so (``is_available=False``) and the device prefills its whole prompt.
 
@@ -26,6 +28,7 @@ import asyncio
 import logging
 import os
 import re
+import tempfile
 import uuid
 import warnings
 from collections import OrderedDict
@@ -43,7 +46,8 @@ from .metrics import Metrics
 from .sequence import Mailbox, RequestKey, Sequence
 from .validation import check_request, max_new_tokens_for, prompt_ids_for
 from .vllm_model import ServedModel, load_served_model
-from .vllm_sampler import QUALNAME, extra_args_for
+from .vllm_params import VllmExtras, prompt_logprobs, sampling_params_for, token_logprob
+from .vllm_sampler import FAULT_DIR_ENV, QUALNAME, fault_path
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +96,7 @@ class VllmRequestStream:
 class _Running:
     seq: Sequence
     engine_id: str  # the id inside vLLM: unique even when two owners reuse a request id
+    extras: VllmExtras | None = None  # OpenAI routes: vLLM-only sampling options
     task: asyncio.Task | None = None
     is_finished: bool = False
     num_dropped: int = 0  # tokens vLLM delivered after a stop was asked (not sent on)
@@ -107,6 +112,7 @@ class _Running:
 
 class VllmEngine:
     can_score_prompts = False
+    extra_params = frozenset(VllmExtras.__dataclass_fields__)  # OpenAI parameters taken here
 
     def __init__(
         self,
@@ -158,10 +164,14 @@ class VllmEngine:
 
     # ---- requests (on the event loop) ------------------------------------------------------
 
-    def submit(self, request: GenerateRequest, owner: str = "") -> VllmRequestStream:
-        """Validate and admit ``request`` at once, or raise (and count) a ``PDError``."""
+    def submit(
+        self, request: GenerateRequest, owner: str = "", extras: VllmExtras | None = None
+    ) -> VllmRequestStream:
+        """Validate and admit ``request`` at once, or raise (and count) a ``PDError``.
+        ``extras``: vLLM-only options of a cloud-only (OpenAI) request."""
         try:
             running = self._admit(request, owner)
+            running.extras = extras
         except PDError as err:
             self.metrics.count_rejected(err.code)
             raise
@@ -186,10 +196,6 @@ class VllmEngine:
 
     def _admit(self, request: GenerateRequest, owner: str) -> _Running:
         assert self._llm is not None, "start() the engine first"
-        if request.logprobs is not None or request.prompt_logprobs is not None:
-            raise InvalidRequest(
-                "logprobs are not served by the vllm engine yet; drop them or use --engine builtin"
-            )
         prompt_ids = prompt_ids_for(request, self.loaded)
         check_request(request, prompt_ids, self.loaded, self.config)
         if self._is_closed:
@@ -232,10 +238,13 @@ class VllmEngine:
             from vllm.inputs.engine import tokens_input
 
             prompt = tokens_input(seq.prompt_ids)
-            outputs = self._llm.generate(prompt, self._params_for(seq), running.engine_id)
-            async for out in outputs:
+            eos_ids, key = self.loaded.eos_token_ids, running.engine_id
+            params = sampling_params_for(seq, eos_ids, running.extras, fault_key=key)
+            async for out in self._llm.generate(prompt, params, running.engine_id):
                 self._take(running, out)
             reason = seq.natural_end(self.loaded.eos_token_ids) or EndReason.BUDGET
+            if (fault := _take_fault(running.engine_id)) is not None:
+                reason, message = EndReason.ERROR, fault
         except asyncio.CancelledError:  # handoff, disconnect or shutdown (their reason wins)
             reason, message = seq.stop_reason or EndReason.CANCELLED, seq.stop_message
         except Exception as err:  # a vLLM failure ends this request, never the server
@@ -245,14 +254,22 @@ class VllmEngine:
 
     def _take(self, running: _Running, out) -> None:
         """One vLLM output (a delta of new token ids) as our token events."""
-        seq = running.seq
+        seq, request, completion = running.seq, running.seq.request, out.outputs[0]
         if seq.prefill_end_s is None:
             self._mark_first_token(seq, out)
-        for token_id in out.outputs[0].token_ids:
+            if request.prompt_logprobs is not None and out.prompt_logprobs is not None:
+                positions = list(out.prompt_logprobs)
+                seq.prompt_logprobs = prompt_logprobs(
+                    positions, seq.prompt_ids, request.prompt_logprobs
+                )
+        positions = list(completion.logprobs or [])
+        for i, token_id in enumerate(completion.token_ids):
             if seq.stop_reason is not None:  # past a handoff: the device drops these anyway
                 running.num_dropped += 1
-            else:
-                seq.mailbox.put(seq.append_token(int(token_id)))
+                continue
+            if request.logprobs is not None and i < len(positions):
+                seq.next_logprob = token_logprob(positions[i], int(token_id), request.logprobs)
+            seq.mailbox.put(seq.append_token(int(token_id)))
 
     def _mark_first_token(self, seq: Sequence, out) -> None:
         """Queue and prefill times from vLLM's engine-core timestamps (same monotonic clock)."""
@@ -265,20 +282,6 @@ class VllmEngine:
         seq.prefill_end_s = first if is_ours and scheduled <= first <= now else now
         self.metrics.observe_first_token(
             ttft_s=now - seq.arrival_s, queue_s=seq.queue_s, prefill_s=seq.prefill_s
-        )
-
-    def _params_for(self, seq: Sequence):
-        from vllm import SamplingParams as VllmSamplingParams
-        from vllm.sampling_params import RequestOutputKind
-
-        return VllmSamplingParams(
-            max_tokens=seq.max_new_tokens,
-            temperature=0.0,  # seeded rows: PdSampler leaves vLLM's argmax one token to pick
-            stop_token_ids=sorted(self.loaded.eos_token_ids),
-            detokenize=False,  # our Detokenizer makes the text, exactly as on builtin
-            skip_special_tokens=False,
-            output_kind=RequestOutputKind.DELTA,
-            extra_args=extra_args_for(seq.request.sampling),
         )
 
     def _finish(self, running: _Running, reason: EndReason, msg: str) -> None:
@@ -304,6 +307,16 @@ class VllmEngine:
         self.metrics.observe_end(reason.value, num_generated, busy_s)
 
 
+def _take_fault(key: str) -> str | None:
+    """The error PdSampler wrote for this request (then it forced the row's stop), if any."""
+    path = fault_path(key)
+    if path is None or not path.exists():
+        return None
+    message = path.read_text()
+    path.unlink(missing_ok=True)
+    return message
+
+
 def _stopped(running: _Running) -> tuple[EndReason, str]:
     return running.seq.stop_reason or EndReason.CANCELLED, running.seq.stop_message
 
@@ -327,7 +340,7 @@ def start_async_llm(served: ServedModel, server: ServerConfig):
         dtype=server.dtype,
         max_model_len=served.max_context,
         max_num_seqs=server.engine.max_concurrent_requests,
-        enable_prefix_caching=options.enable_prefix_caching,
+        enable_prefix_caching=server.engine.prefix_cache_bytes > 0,  # --prefix-cache-mb 0: off
         enforce_eager=options.enforce_eager,
         gpu_memory_utilization=options.gpu_memory_utilization,
         logits_processors=[QUALNAME],
@@ -340,6 +353,8 @@ def configure_vllm_processes(server: ServerConfig) -> None:
     """Settings vLLM reads in this process and its engine processes; an operator's own win."""
     os.environ.setdefault("VLLM_LOGGING_LEVEL", server.log_level.upper())
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")  # do not pin shared cores
+    if FAULT_DIR_ENV not in os.environ:  # where PdSampler reports a failed row (vllm_sampler)
+        os.environ[FAULT_DIR_ENV] = tempfile.mkdtemp(prefix="pdd-vllm-faults-")
     if server.vllm.kv_cache_gib:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(server.vllm.kv_cache_gib))
     if server.threads:

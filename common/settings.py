@@ -61,12 +61,23 @@ class SplitSettings(BaseModel):
     buckets: list[Bucket] = Field(..., min_length=1)
     tuner: dict[str, Any] | None = None  # provenance: objective, SLO, network, profiles
     predictions: list[Prediction] = Field(default_factory=list)  # one per bucket (tuned files)
+    # False: planned for a cloud engine that cannot score prompts (``pdd serve --engine vllm``),
+    # so no bucket may refine (its keep-set would say unavailable and N would be too small).
+    cloud_can_score: bool = True
 
     @model_validator(mode="after")
     def _sorted(self) -> SplitSettings:
         lens = [b.max_prompt_len for b in self.buckets]
         if lens != sorted(lens) or len(set(lens)) != len(lens):
             raise ValueError("buckets must be sorted by strictly increasing max_prompt_len")
+        refining = [b for b in self.buckets if b.refine_ratio > 0]
+        if refining and not self.cloud_can_score:
+            b = refining[0]
+            raise ValueError(
+                f"bucket max_prompt_len={b.max_prompt_len} has refine_ratio {b.refine_ratio:g} "
+                "but cloud_can_score is false (the cloud engine cannot score prompts): set its "
+                "refine_ratio to 0, or re-run `pdd tune --cloud-engine vllm`"
+            )
         return self
 
     def bucket_for(self, prompt_len: int, num_device_cached: int = 0) -> Bucket:

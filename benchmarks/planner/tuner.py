@@ -61,6 +61,7 @@ class TuneConfig:
     slo: Slo = Slo()
     quality: dict[float, float] | None = None  # refine ratio -> measured agreement
     quality_floor: float | None = None
+    cloud_can_score: bool = True  # False: the cloud engine gives no keep-sets (vllm): rho = 0
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,8 @@ class Plan:
 
 def allowed_ratios(cfg: TuneConfig) -> tuple[list[float], str]:
     """Refine ratios up to the largest whose measured quality (and every smaller one's) meets Q."""
+    if not cfg.cloud_can_score:
+        return [0.0], "rho=0: the cloud engine cannot score prompts (no keep-sets)"
     if not cfg.quality or cfg.quality_floor is None:
         return [0.0], "rho=0: no refinement quality file"
     allowed = [0.0]
@@ -252,6 +255,7 @@ def tune(dev: DeviceProfile, cloud: CloudProfile, cfg: TuneConfig) -> SplitSetti
         "slo": asdict(cfg.slo),
         "network": asdict(cfg.network),
         "quality_floor": cfg.quality_floor,
+        "cloud_can_score": cfg.cloud_can_score,
         "device_profile": {"meta": dev.meta, "prefill": asdict(dev.prefill)},
         "cloud_profile": {"meta": cloud.meta, "prefill": asdict(cloud.prefill)},
     }
@@ -259,7 +263,18 @@ def tune(dev: DeviceProfile, cloud: CloudProfile, cfg: TuneConfig) -> SplitSetti
         buckets=[p.bucket for p in plans],
         tuner=provenance,
         predictions=[p.prediction for p in plans],
+        cloud_can_score=cfg.cloud_can_score,
     )
+
+
+def cloud_can_score(engine: str | None, cloud: CloudProfile) -> bool:
+    """``--cloud-engine`` if given, else the cloud profile's ``meta.can_score_prompts`` (a profile
+    measured on a running cloud says; others are the builtin engine's, which can)."""
+    if engine is None:
+        return bool(cloud.meta.get("can_score_prompts", True))
+    if engine not in ("builtin", "vllm"):
+        raise ValueError(f"--cloud-engine {engine!r}: choose builtin or vllm")
+    return engine == "builtin"
 
 
 def _fail(message: str) -> typer.Exit:
@@ -281,6 +296,9 @@ def tune_command(
     slo: str = typer.Option("", help="ttft:MS,tpot:MS (each optional)"),
     quality_floor: float = typer.Option(None, help="least refinement agreement allowed"),
     quality_file: Path = typer.Option(None, help="refine_quality.json (per-ratio agreement)"),
+    cloud_engine: str = typer.Option(
+        None, help="builtin | vllm: vllm cannot score prompts, so rho=0 (default: the profile's)"
+    ),
 ) -> None:
     """Choose N, refine ratio and pacing per prompt-length bucket from measured profiles."""
     try:
@@ -292,6 +310,7 @@ def tune_command(
         if quality is not None and quality_floor is None:
             raise ValueError("--quality-file needs --quality-floor")
         ttft_s, tpot_s = parse_slo(slo)
+        can_score = cloud_can_score(cloud_engine, cloud)
         cfg = TuneConfig(
             input_lens=lens,
             output_len=out_len,
@@ -299,6 +318,7 @@ def tune_command(
             slo=Slo(ttft_s=ttft_s, tpot_s=tpot_s),
             quality=quality,
             quality_floor=quality_floor,
+            cloud_can_score=can_score,
         )
         settings = tune(dev, cloud, cfg)
     except (ProfileError, InfeasibleError, ValueError, OSError) as exc:

@@ -15,6 +15,7 @@ from .options import (
     EngineScalingOptions,
     RefineStudyOptions,
     SessionsStudyOptions,
+    VllmPdOptions,
     fail,
 )
 from .sim_validation import main as sim_validation_main
@@ -56,9 +57,17 @@ def sessions_command(options: SessionsStudyOptions) -> None:
     main(options)
 
 
+@command_from(VllmPdOptions, on_error=fail)
+def vllm_pd_command(options: VllmPdOptions) -> None:
+    """pd on a vLLM cloud against the builtin one: TTFT cut, max gap, cloud busy (pdd bench)."""
+    from .vllm_pd import main
+
+    main(options)
+
+
 study_app = typer.Typer(
     help="Studies that measured the design (refinement, engine scaling, chunked prefill, fleet, "
-    "sessions).",
+    "sessions, pd on vLLM).",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -69,3 +78,4 @@ study_app.command("chunked-prefill")(chunked_prefill_command)
 study_app.command("fleet")(fleet_main)
 study_app.command("sim-validation")(sim_validation_main)
 study_app.command("sessions")(sessions_command)
+study_app.command("vllm-pd")(vllm_pd_command)

@@ -105,3 +105,46 @@ class SessionsStudyOptions:
     threads: int = knob(1, "device torch threads")
     cloud_threads: int = knob(1, "torch threads of each embedded cloud")
     output: Path | None = knob(None, "save the rows as JSON")
+
+
+def _engines(text: str) -> tuple[str, ...]:
+    engines = tuple(e.strip() for e in text.split(",") if e.strip())
+    if not engines or set(engines) - {"builtin", "vllm"} or len(set(engines)) != len(engines):
+        raise ValueError(f"--engines {text!r}: give builtin,vllm (or one of them)")
+    return engines
+
+
+def _lens(text: str) -> tuple[int, ...]:
+    try:
+        lens = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        lens = ()
+    if not lens or min(lens) < 4:
+        raise ValueError(f"--input-lens {text!r}: give prompt lengths >= 4 like 512,1024,2048")
+    return lens
+
+
+@dataclass(frozen=True)
+class VllmPdOptions:
+    """``pdd study vllm-pd``: ``pdd bench`` pd/device/cloud on a builtin and a vLLM cloud."""
+
+    input_lens: tuple[int, ...] = knob(
+        (512, 1024, 2048), "prompt lengths, comma-separated", cli_type=str, parse=_lens
+    )
+    output_len: int = knob(128, "answer length")
+    num_prompts: int = knob(2, "requests per prompt length")
+    device_slowdown: float = knob(4.0, "emulate a device K times slower")
+    rtt_ms: float = knob(50.0, "emulated device-cloud round trip")
+    threads: int = knob(1, "torch threads of each cloud (one cloud runs at a time)")
+    device_threads: int = knob(1, "device torch threads")
+    engines: tuple[str, ...] = knob(
+        ("builtin", "vllm"), "cloud engines, in order", cli_type=str, parse=_engines
+    )
+    settings: Path | None = knob(None, "split settings for both clouds (default: tune each)")
+    output_dir: Path | None = knob(
+        None, "profiles, settings and bench results (default: a temp dir)"
+    )
+
+    def __post_init__(self) -> None:
+        if self.output_len < 2 or self.num_prompts < 1:
+            raise ValueError("--output-len must be >= 2 and --num-prompts >= 1")

@@ -199,7 +199,6 @@ def test_overload_is_rejected_at_once(vllm_cloud):
         ({"prompt": ""}, 400, "invalid_request"),
         ({"prompt": "word " * 3000}, 400, "prompt_too_long"),
         ({"cloud_tokens": -1}, 400, "invalid_request"),
-        ({"logprobs": 2}, 400, "invalid_request"),  # not served yet: refused, never ignored
     ],
 )
 def test_bad_input_is_a_4xx_as_on_builtin(vllm_cloud, fields, status, code):
@@ -227,3 +226,18 @@ def test_health_and_metrics_on_vllm(vllm_cloud, loaded_model):
     metrics = httpx.get(vllm_cloud.http_url + "/metrics").text
     assert "pdd_ttft_seconds_count" in metrics and "pdd_busy_seconds_count" in metrics
     assert "vllm:generation_tokens_total" in metrics  # vLLM's own, exported beside ours
+
+
+def test_pd_route_logprobs_come_with_each_token(vllm_cloud):
+    events = http_events(
+        vllm_cloud.http_url,
+        STORY | {"max_tokens": 4, "cloud_tokens": 3, "logprobs": 2, "prompt_logprobs": 1},
+    )
+    tokens = [e for e in events if index_of(e) is not None]
+    assert len(tokens) == 4
+    for event in tokens:
+        assert event.logprob.token_id == event.token_id and len(event.logprob.top) == 2
+        assert event.logprob.top[0].logprob >= event.logprob.top[1].logprob
+    prompt = tokens[0].prompt_logprobs
+    assert prompt and len(prompt) == tokens[0].prompt_tokens - 1
+    assert all(len(p.top) == 1 and p.logprob <= p.top[0].logprob + 1e-6 for p in prompt)
