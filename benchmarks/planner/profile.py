@@ -1,8 +1,9 @@
 """``pdd profile device|cloud``: measure the real model, fit the cost model, save a profile JSON.
 
 Prefill time vs prompt length (repeated: median and spread), decode time per token vs context
-length, and for the cloud the decode step time vs concurrent requests (a real batched forward of
-B sequences). A device slowdown K multiplies every measured time (a device K times slower than
+length, and for the cloud the decode round time vs concurrent requests, timed through the
+engine's own step (batched forward over the padded KV, sampling, emitting the tokens), so the
+profile predicts what ``pdd serve`` does, not a bare forward. A device slowdown K multiplies every measured time (a device K times slower than
 this machine). The fitted parameters and their error go into the file next to the raw medians.
 """
 
@@ -107,49 +108,49 @@ def measure_decode(loaded, contexts: list[int], num_steps: int, slowdown: float)
 def measure_batch_decode(
     loaded, levels: list[int], context: int, num_steps: int, slowdown: float
 ) -> list[dict]:
-    """Decode step time for B concurrent requests: one batched forward of B sequences."""
-    import torch
-
-    from common.forward import new_cache
-
-    with torch.inference_mode():
-        return [
-            _batch_row(loaded, b, context, num_steps, slowdown, new_cache(loaded.model))
-            for b in levels
-        ]
+    """Decode round time for B concurrent requests, timed through the engine's own step
+    (``cloud_server.engine.Engine.step``: schedule, the batched forward over its padded KV,
+    sampling, and emitting each token), as ``pdd serve`` runs it: B requests of ``context``
+    prompt tokens, the rounds where all B decode."""
+    return [_engine_row(loaded, b, context, num_steps, slowdown) for b in levels]
 
 
-def _batch_row(loaded, batch: int, context: int, num_steps: int, slowdown: float, cache) -> dict:
-    import torch
+def _engine_row(loaded, batch: int, context: int, num_steps: int, slowdown: float) -> dict:
+    import asyncio
 
-    from common.forward import cache_kwargs
+    from cloud_server.config import EngineConfig
+    from cloud_server.engine import Engine
+    from common.messages import GenerateRequest
 
-    model, vocab = loaded.model, loaded.model.config.vocab_size
-    device, sync = loaded.model.device, loaded.platform.synchronize
-    prompt = torch.tensor([_random_ids(context, vocab, seed=b) for b in range(batch)])
-    model(
-        input_ids=prompt.to(device),  # [B, ctx]
-        attention_mask=torch.ones(batch, context, dtype=torch.long, device=device),
-        **cache_kwargs(model, cache),
-        use_cache=True,
-        logits_to_keep=1,
+    # Whole prompts first (no chunks), no prefix cache: every round runs all B requests.
+    config = EngineConfig(
+        max_concurrent_requests=batch, prefill_chunk_tokens=0, prefix_cache_bytes=0
     )
-    samples = []
-    for step in range(num_steps):
-        width = context + step + 1
+    engine = Engine(loaded, config)
+    vocab, decode, width = loaded.model.config.vocab_size, engine.runner.decode, []
 
-        def one_step(width: int = width) -> None:
-            model(
-                input_ids=torch.full((batch, 1), 1000, device=device),  # [B, 1]
-                position_ids=torch.full((batch, 1), width - 1, device=device),
-                attention_mask=torch.ones(batch, width, dtype=torch.long, device=device),
-                **cache_kwargs(model, cache),
-                use_cache=True,
-                logits_to_keep=1,
+    def counted(seqs):  # what kind of step ran: a decode round over len(seqs) requests
+        width.append(len(seqs))
+        return decode(seqs)
+
+    engine.runner.decode = counted
+
+    async def run() -> list[float]:
+        for b in range(batch):
+            ids = _random_ids(context, vocab, seed=context + b)
+            request = GenerateRequest(
+                prompt_ids=ids, max_tokens=num_steps + 1, cloud_tokens=num_steps
             )
+            engine.submit(request)
+        samples = []
+        while engine.num_active:
+            width.clear()
+            seconds = _timed(engine.step, loaded.platform.synchronize)
+            if width == [batch]:
+                samples.append(slowdown * seconds)
+        return samples
 
-        samples.append(slowdown * _timed(one_step, sync))
-    return _summary("concurrency", batch, samples)
+    return _summary("concurrency", batch, asyncio.run(run()))
 
 
 def _meta(
@@ -201,11 +202,11 @@ def build_profile(
     if target is Target.device:
         return DeviceProfile(prefill=prefill, decode=decode, meta=meta, measurements=measurements)
     batch_rows = measure_batch_decode(
-        loaded, levels or FULL_CONCURRENCY, lengths[len(lengths) // 2], 3, slowdown
+        loaded, levels or FULL_CONCURRENCY, lengths[len(lengths) // 2], 8, slowdown
     )
     measurements["batch_decode"] = batch_rows
     batch = fit_batch(*_medians(batch_rows, "concurrency"))
-    meta["concurrency_method"] = "batched forward of B equal-length sequences, one token each"
+    meta["concurrency_method"] = "the engine's decode round over B requests (Engine.step)"
     return CloudProfile(
         prefill=prefill, decode=decode, batch=batch, meta=meta, measurements=measurements
     )
