@@ -1,20 +1,30 @@
 """The simulator against live ``pdd bench --virtual-devices`` runs (issue 15's validation).
 
 Each bench result (one load: M closed-loop virtual devices, cloud-only then pd with a fixed N)
-is replayed in the simulator with the same profiles, prompt lengths, answer length, N and slots,
-at the request rate the live run sustained (Poisson: the simulator is open-loop, an approximation
-the comparison states). Printed per load and mode: live against simulated p90 TTFT, p90 max gap
-(cloud-only only: a virtual device records cloud arrivals, not a display), cloud busy seconds
-per request, and the error; a row is within target when every error is at most 20%.
+is replayed in the simulator with the same profiles, prompt lengths, answer length, N, slots
+and number of requests, closed-loop as the live run (``sim_fleet.closed_loop``: M devices, each
+sending its next request when the End of its last one reaches it), so the sustained rate is a
+prediction, not an input. Compared per load and mode, live against simulated: sustained request
+rate (requests / wall), p90 TTFT, p90 max gap (cloud-only only: a virtual device records cloud
+arrivals, not a display) and cloud busy seconds per request: the slot-holding time (the
+engine's ``usage.busy_s``, admission to release) against the simulator's ``cloud_slot_s``. The
+simulator's engine share (the fleet study's cost) is printed beside it, not compared. A row is
+within target when every error is at most 20%.
 
-Run it on a quiet machine (live timings on shared cores are not the profile's), e.g.::
+Like with like: the live cloud must run without its prefix cache (the pd phase repeats the
+cloud-only phase's prompts, which a cache would prefill for free; the simulator prefills them),
+with the profile's thread count, and the profile must be taken on the same quiet machine. Run
+(about 12 min; the profile about 2 min, each bench about 1.5-4 min)::
 
-    for M in 2 4 8; do
-      pdd bench --virtual-devices $M --device-profile cpu-device-x4 --input-lens 512 \\
-        --output-len 128 --num-prompts 24 --cloud-tokens 32 --rtt-ms 50 --save-result vd$M.json
-    done
     pdd profile cloud --threads 1 --lengths 128,256,512,1024 -o cloud_quiet.json
-    python -m benchmarks.studies.sim_validation --cloud-profile cloud_quiet.json \\
+    pdd serve --threads 1 --max-concurrent 4 --prefix-cache-mb 0 --port 8123 &
+    for M in 2 4 8; do
+      pdd bench --cloud http://127.0.0.1:8123 --virtual-devices $M \
+        --device-profile cpu-device-x4 --input-lens 512 --output-len 128 --num-prompts 12 \
+        --cloud-tokens 32 --rtt-ms 50 --save-result vd$M.json
+    done
+    kill %1
+    pdd study sim-validation --cloud-profile cloud_quiet.json \
       --device-profile cpu-device-x4 --slots 4 vd2.json vd4.json vd8.json
 """
 
