@@ -83,7 +83,6 @@ def test_one_closed_loop_device_sends_each_request_when_the_last_one_ended():
 
 
 def test_closed_loop_keeps_at_most_m_requests_in_flight():
-    fleet = _fleet(rtt_s=0.0)
     work = poisson_workload(1.0, 40, [50], 11, 1)
     arrivals, hook, _ = closed_loop(work.output_lens, 3, 0.0)
     run = simulate_cloud(arrivals, work.prompt_lens, work.output_lens, CLOUD, 8, next_arrival=hook)
