@@ -219,15 +219,16 @@ class _Plan:
 
 
 def _plan(work: Workload, fleet: Fleet) -> _Plan:
-    buckets = [  # by the tokens the device must still prefill (the client's one rule)
-        fleet.settings_for(int(d)).bucket_for(int(L), int(c))
+    buckets = [  # by the device's prefill work still to do (the client's one rule)
+        fleet.settings_for(int(d)).bucket_for(int(L), int(c), fleet.devices[int(d)].prefill)
         for d, L, c in zip(work.device_idx, work.prompt_lens, work.device_cached, strict=True)
     ]
     use_cloud = np.array([b.use_cloud for b in buckets], bool)
     use_device = np.array([b.use_device for b in buckets], bool)
     budget = np.array([1 + b.cloud_tokens for b in buckets])
-    # A budget that covers the whole answer leaves the device nothing to take over: the cloud
-    # answers alone (the client shows its tokens and ends), whatever the bucket says.
+    # A budget that covers the whole answer is simulated as the cloud answering alone. The
+    # client still races its device there (it may hand off before the cloud's last token), so
+    # this is the simulator's upper bound on such a request's cloud cost.
     use_device &= ~(use_cloud & (budget >= work.output_lens))
     cap = np.where(use_cloud, np.where(use_device, budget, work.output_lens), 0)
     return _Plan(buckets, use_cloud, use_device, cap)
