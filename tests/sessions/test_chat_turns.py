@@ -6,6 +6,7 @@ import copy
 from dataclasses import replace
 
 import pytest
+from support import fast_pacing
 
 from common.profiles import PrefillCost
 from common.settings import Bucket, SplitSettings, equivalent_prompt_len
@@ -70,12 +71,7 @@ def test_a_template_that_is_not_incremental_is_rerendered(loaded_model):
         "'<|im_start|>' + message['role'] + ('*' if loop.last else '')",
     )
     lm = _with_template(loaded_model, template)
-    settings = SplitSettings(
-        buckets=[
-            Bucket(max_prompt_len=1 << 20, cloud_tokens=4, min_interval_s=0, max_interval_s=0.05)
-        ]
-    )
-    client = DeviceClient(None, model=lm, settings=settings)
+    client = DeviceClient(None, model=lm, settings=fast_pacing(cloud_tokens=4))
     scratch = DeviceClient(None, model=lm)
     try:
         chat = client.session()
