@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from benchmarks.bench.command import bench_command
-from benchmarks.planner.profile import profile_command
+from benchmarks.planner.profile import profile_app
 from benchmarks.planner.simulator import simulate_command
 from benchmarks.planner.tuner import tune_command
 from benchmarks.planner.tuner_check import tuner_check_command
@@ -23,12 +23,12 @@ app = typer.Typer(
 )
 
 # Registration: one line per command, the implementation lives in its component.
-# (cloud_server.cli: serve, gateway; device_client.cli: generate; benchmarks: bench, profile, tune,
-# tuner-check, simulate, and the studies under `pdd study`.)
+# (cloud_server.cli: serve, gateway; device_client: generate, chat; benchmarks: bench, tune,
+# tuner-check, simulate, `pdd profile device|cloud|list` and the studies under `pdd study`.)
 app.command("serve")(cloud_serve)
 app.command("gateway")(cloud_gateway)
 app.command("bench")(bench_command)
-app.command("profile")(profile_command)
+app.add_typer(profile_app, name="profile")
 app.command("tune")(tune_command)
 app.command("tuner-check")(tuner_check_command)
 app.command("simulate")(simulate_command)

@@ -98,15 +98,20 @@ class VllmOptions:
             raise ValueError("--vllm-max-model-len must be at least 1 (0: the model's)")
 
 
-ENGINE_KINDS = ("builtin", "vllm")  # cloud_server.server.ENGINES builds each
+ENGINE_KINDS = ("builtin", "vllm")
+API_KEYS_ENV = "PDD_API_KEYS"  # cloud_server.server.ENGINES builds each
 
 
 @dataclass(frozen=True)
 class SecurityConfig:
-    """API keys and request limits; shared by ``pdd serve`` and ``pdd gateway``."""
+    """API keys and request limits; shared by ``pdd serve`` and ``pdd gateway``. The keys are
+    read from ``api_key_file`` and ``PDD_API_KEYS`` at start (``cloud_server.cli``)."""
 
     api_keys: frozenset[str] = field(default=frozenset(), repr=False)  # empty: auth off
-    max_body_bytes: int = 1 << 20  # larger request bodies get HTTP 413 before any parsing
+    api_key_file: str | None = knob(
+        None, f"bearer keys, one per line ('#' comments); also env {API_KEYS_ENV}"
+    )
+    max_body_bytes: int = knob(1 << 20, "larger request bodies get HTTP 413")
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1:
@@ -131,7 +136,7 @@ class ServerConfig:
     engine: EngineConfig = nested(EngineConfig)
     engine_kind: str = knob("builtin", "builtin | vllm (needs the vllm extra)", flag="--engine")
     vllm: VllmOptions = nested(VllmOptions)
-    security: SecurityConfig = field(default_factory=SecurityConfig)  # keys are read at start
+    security: SecurityConfig = nested(SecurityConfig)  # keys are read at start
     settings_path: str | None = knob(
         None, "SplitSettings JSON, served at GET /v1/pd/settings", flag="--settings"
     )
@@ -141,3 +146,31 @@ class ServerConfig:
             raise ValueError(
                 f"--engine {self.engine_kind!r}: choose one of {', '.join(ENGINE_KINDS)}"
             )
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """``pdd gateway``: where it listens and the prefill instances it forwards to."""
+
+    host: str = knob("127.0.0.1", "address to listen on")
+    port: int = knob(8080, "HTTP port")
+    upstreams: tuple[str, ...] = knob(
+        (), "prefill instance URL (repeatable)", flag="--upstream", cli_type=list[str], parse=tuple
+    )
+    upstream_dns: str | None = knob(None, "HOST:PORT re-resolved; each address an instance")
+    max_forwards: int = knob(2, "next instances tried after a 429 or failure")
+    health_interval_s: float = knob(2.0, "seconds between health checks")
+    log_level: str = knob("info", "debug | info | warning | error")
+    connect_timeout_s: float = 1.0
+    num_remembered_ids: int = 10_000  # (caller, request_id) -> instance, for handoffs
+    security: SecurityConfig = nested(SecurityConfig)
+
+    def __post_init__(self) -> None:
+        if not self.upstreams and not self.upstream_dns:
+            raise ValueError("give at least one --upstream URL or --upstream-dns HOST:PORT")
+        if self.max_forwards < 0:
+            raise ValueError("max_forwards must be >= 0")
+        if self.upstream_dns:
+            from .gateway_upstreams import split_host_port  # httpx only when validating one
+
+            split_host_port(self.upstream_dns)

@@ -17,7 +17,6 @@ import contextlib
 import hashlib
 from collections import OrderedDict
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 
 import httpx
 from fastapi import FastAPI, Request
@@ -34,7 +33,7 @@ from common.errors import CloudUnavailable, Overloaded, UnknownRequest
 from common.messages import GenerateRequest
 from common.wire import REQUEST_SECRET_HEADER, parse_body
 
-from .config import SecurityConfig
+from .config import GatewayConfig
 from .gateway_upstreams import Upstream, UpstreamPool, resolve, split_host_port
 from .http_errors import add_error_handlers
 from .openapi_doc import describe_routes
@@ -43,25 +42,6 @@ from .security import SecurityMiddleware
 FORWARDED_HEADERS = ("authorization", "content-type", "accept", REQUEST_SECRET_HEADER)
 RELAYED_HEADERS = ("content-type", "retry-after", "cache-control", REQUEST_SECRET_HEADER)
 FAILURE_STATUSES = (502, 503, 504)  # the instance is going away: try the next one
-
-
-@dataclass(frozen=True)
-class GatewayConfig:
-    upstreams: tuple[str, ...] = ()
-    upstream_dns: str | None = None  # HOST:PORT, re-resolved every health interval
-    max_forwards: int = 2  # tries after the first instance rejected or failed
-    health_interval_s: float = 2.0
-    connect_timeout_s: float = 1.0
-    num_remembered_ids: int = 10_000  # (caller, request_id) -> instance, for handoffs
-    security: SecurityConfig = field(default_factory=SecurityConfig)
-
-    def __post_init__(self) -> None:
-        if not self.upstreams and not self.upstream_dns:
-            raise ValueError("give at least one --upstream URL or --upstream-dns HOST:PORT")
-        if self.max_forwards < 0:
-            raise ValueError("max_forwards must be >= 0")
-        if self.upstream_dns:
-            split_host_port(self.upstream_dns)
 
 
 class GatewayMetrics:

@@ -3,7 +3,8 @@
 A field declared with ``knob(default, "help")`` becomes ``--field-name`` with that default and
 help text, so a new knob costs one edit (the dataclass) and the CLI, the saved config and the code
 that reads it share one schema. ``command_from(Config)`` turns a function ``f(config, **extra)``
-into a typer command whose options are the config's knobs plus ``f``'s own keyword parameters.
+into a typer command whose options are the config's knobs plus ``f``'s own keyword parameters;
+``config_json(config)`` is what a result saves of it. A knob without a default is a required option.
 Import-light: typer is imported only when a command is built.
 """
 
@@ -13,6 +14,8 @@ import dataclasses
 import inspect
 import typing
 from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
 from typing import Any, NoReturn
 
 _KNOB = "cli_knob"
@@ -22,7 +25,7 @@ _NESTED = "cli_nested"
 @dataclasses.dataclass(frozen=True)
 class KnobInfo:
     help: str
-    flag: str | None = None  # the option's name when it is not --field-name
+    flag: str | tuple[str, ...] | None = None  # the option's names when not --field-name
     cli_type: Any = None  # what the command line gives, when it is not the field's type
     parse: Callable[[Any], Any] | None = None  # command-line value -> field value
     cli_default: Any = None  # what the command line shows when it is not the field's default
@@ -32,12 +35,13 @@ def knob(
     default: Any = dataclasses.MISSING,
     help: str = "",
     *,
-    flag: str | None = None,
+    flag: str | tuple[str, ...] | None = None,
     cli_type: Any = None,
     parse: Callable[[Any], Any] | None = None,
     cli_default: Any = None,
 ) -> Any:
-    """A dataclass field that is also a command-line option (``help`` is its help text).
+    """A dataclass field that is also a command-line option (``help`` is its help text; no
+    ``default``: a required option; ``flag``: its names, e.g. ``("-o", "--output")``).
 
     ``cli_default`` with ``parse``: e.g. a field defaulting to None shown as ``0`` on the
     command line, where ``parse`` maps 0 back to None."""
@@ -76,16 +80,17 @@ def option_parameters(cls: type) -> list[inspect.Parameter]:
     hints = _hints(cls)
     params = []
     for f, info in knobs(cls):
-        default = None if f.default is dataclasses.MISSING else f.default
+        default = ... if f.default is dataclasses.MISSING else f.default
         if info.cli_default is not None:
             default = info.cli_default
-        decls = (info.flag,) if info.flag else ()
+        decls = (info.flag,) if isinstance(info.flag, str) else tuple(info.flag or ())
         annotation = info.cli_type if info.cli_type is not None else hints[f.name]
         if info.cli_default is not None and info.cli_type is None:
             annotation = type(info.cli_default)
         text = info.help
-        if info.cli_type is not None and default is not None:  # say it as the field holds it
-            text, default = f"{text} [default: {_as_text(default)}]", None
+        if info.cli_type is not None and default not in (None, ...):  # as the field holds it
+            shown = _as_text(default)
+            text, default = (f"{text} [default: {shown}]" if shown else text), None
         option = typer.Option(default, *decls, help=text, show_default=default is not None)
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option,
                                         annotation=annotation))  # fmt: skip
@@ -108,6 +113,29 @@ def from_options(cls: type, values: dict[str, Any]) -> Any:
             value = info.parse(value)
         fields[f.name] = value
     return cls(**fields)
+
+
+def config_json(config: Any) -> dict[str, Any]:
+    """The knobs of ``config`` (nested configs nested) as JSON-ready values: what a result saves
+    of the command line that made it (fields that are not knobs, such as keys, are left out)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if _NESTED in f.metadata:
+            out[f.name] = config_json(value)
+        elif _KNOB in f.metadata:
+            out[f.name] = _jsonable(value)
+    return out
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
 
 
 def _as_text(value: Any) -> str:
@@ -140,6 +168,7 @@ def command_from(
         command.__annotations__ = {p.name: p.annotation for p in params}
         command.__name__, command.__doc__ = func.__name__, func.__doc__
         command.__module__ = func.__module__
+        command.config_class = cls  # the options tests compare the command with
         return command
 
     return wrap

@@ -7,6 +7,7 @@ covers the prompt tokens its device must prefill (all of them, or the uncached o
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from typing_extensions import NotRequired, TypedDict
 
 from .messages import MAX_REFINE_RATIO
+from .profiles import PrefillCost
 
 
 class Bucket(BaseModel):
@@ -80,13 +82,21 @@ class SplitSettings(BaseModel):
             )
         return self
 
-    def bucket_for(self, prompt_len: int, num_device_cached: int = 0) -> Bucket:
-        """The first bucket that covers the prompt tokens the device must still prefill
-        (``prompt_len`` less the ``num_device_cached`` its session cache holds); the last one for
-        longer prompts. So a short follow-up in a long conversation gets a short prompt's plan
-        (maybe device-only) and a long pasted document a long one's. The device client, the
-        tuner and the simulator all choose by this one rule."""
+    def bucket_for(
+        self, prompt_len: int, num_device_cached: int = 0, prefill: PrefillCost | None = None
+    ) -> Bucket:
+        """The first bucket that covers the device's prefill work for this prompt; the last one
+        for longer prompts. The work is the prompt tokens it must still prefill (``prompt_len``
+        less the ``num_device_cached`` its session cache holds), so a short follow-up in a long
+        conversation gets a short prompt's plan (maybe device-only) and a long pasted document
+        a long one's. Given the device's ``prefill`` cost, the work is counted as the fresh
+        prompt length that takes as long (``equivalent_prompt_len``): new tokens after a long
+        cached context attend to all of it, so on a phone 200 new tokens after 6k cached ones
+        cost as much as a fresh 1k-token prompt, and need that bucket's N. The device client,
+        the tuner and the simulator all choose by this one rule."""
         work = max(prompt_len - num_device_cached, 1)
+        if prefill is not None and num_device_cached > 0:
+            work = equivalent_prompt_len(work, num_device_cached, prefill)
         for bucket in self.buckets:
             if work <= bucket.max_prompt_len:
                 return bucket
@@ -121,3 +131,14 @@ def default_settings() -> SplitSettings:
             )
         ]
     )
+
+
+def equivalent_prompt_len(num_new: int, num_cached: int, prefill: PrefillCost) -> int:
+    """The fresh prompt length L whose prefill takes as long as ``num_new`` tokens after
+    ``num_cached`` cached ones: a + bL + cL² = a + b·n + c·((k + n)² - k²), the larger root."""
+    n, k = float(num_new), float(num_cached)
+    extra = prefill.b * n + prefill.c * ((k + n) ** 2 - k**2)
+    if prefill.c <= 0:
+        return num_new if prefill.b <= 0 else max(num_new, math.ceil(extra / prefill.b - 1e-9))
+    root = (-prefill.b + math.sqrt(prefill.b**2 + 4 * prefill.c * extra)) / (2 * prefill.c)
+    return max(num_new, math.ceil(root - 1e-9))

@@ -112,7 +112,9 @@ class DeviceClient:
                 f"prompt ({len(prompt_ids)} tokens) + max_tokens ({max_tokens}) exceeds the "
                 f"model's context of {self.model.max_context} tokens"
             )
-        bucket = self.config.settings.bucket_for(len(prompt_ids), num_device_cached)
+        profile = self.self_profile.profile(len(prompt_ids))
+        prefill = profile.prefill if profile is not None else None
+        bucket = self.config.settings.bucket_for(len(prompt_ids), num_device_cached, prefill)
         if mode is Mode.PD and (not bucket.use_cloud or self.config.cloud_url is None):
             mode = Mode.DEVICE  # the settings say the device alone is best for this length
         elif mode is Mode.PD and not bucket.use_device:
@@ -120,7 +122,6 @@ class DeviceClient:
         if mode is Mode.CLOUD:
             cloud_tokens = max_tokens - 1  # the cloud streams the whole answer
         ratio = bucket.refine_ratio if refine_ratio is None else refine_ratio
-        profile = self.self_profile.profile(len(prompt_ids))
         pacing, planned_n = _SHOW_ON_ARRIVAL, bucket.cloud_tokens
         if mode is Mode.PD and bucket.untuned and profile is not None:
             # No settings file: N and the pacing by the tuner's rule, from this device's speed.

@@ -1,4 +1,5 @@
-"""Shared fixtures: real cloud servers on loopback and the real bundled model, loaded once."""
+"""Shared fixtures: real cloud servers on loopback, the real bundled model (loaded once), and
+device clients on it (shared helpers: ``tests/support.py``)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from support import fast_pacing
 
 from device_client import embedded
 from device_client.embedded import EmbeddedCloud
@@ -42,6 +44,52 @@ def loaded_model():
 
     set_threads(1)
     return load_model()
+
+
+@pytest.fixture(scope="session")
+def device_only(loaded_model):
+    """A device with no cloud at all; the reference every mode must match."""
+    from device_client.client import DeviceClient
+
+    client = DeviceClient(None, model=loaded_model)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def reference(device_only):
+    """Device-only answers, cached per (prompt, max_tokens, sampling)."""
+    cache: dict = {}
+
+    def get(prompt: str, max_tokens: int, sampling=None) -> list[int]:
+        key = (prompt, max_tokens, sampling)
+        if key not in cache:
+            result = device_only.generate(
+                prompt, max_tokens=max_tokens, mode="device", sampling=sampling
+            )
+            cache[key] = result.token_ids
+        return cache[key]
+
+    return get
+
+
+@pytest.fixture
+def make_client(loaded_model):
+    """``make_client(url, **ClientConfig fields)`` sharing the session's model (fast pacing unless
+    ``settings`` is given); every client made is closed after the test."""
+    from device_client.client import DeviceClient
+
+    clients: list = []
+
+    def make(url: str | None, **options):
+        options.setdefault("settings", fast_pacing())
+        client = DeviceClient(url, model=loaded_model, **options)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -1,8 +1,9 @@
 """``pdd profile device|cloud``: measure the real model, fit the cost model, save a profile JSON.
 
 Prefill time vs prompt length (repeated: median and spread), decode time per token vs context
-length, and for the cloud the decode step time vs concurrent requests (a real batched forward of
-B sequences). A device slowdown K multiplies every measured time (a device K times slower than
+length, and for the cloud the decode round time vs concurrent requests, timed through the
+engine's own step (batched forward over the padded KV, sampling, emitting the tokens), so the
+profile predicts what ``pdd serve`` does, not a bare forward. A device slowdown K multiplies every measured time (a device K times slower than
 this machine). The fitted parameters and their error go into the file next to the raw medians.
 """
 
@@ -16,11 +17,12 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from enum import Enum
-from pathlib import Path
+from typing import NoReturn
 
 import typer
 
-from common.defaults import DEFAULT_MODEL
+from benchmarks.planner.options import ProfileOptions
+from common.cli_options import command_from, config_json
 from common.profiles import (
     CloudProfile,
     DeviceProfile,
@@ -30,8 +32,6 @@ from common.profiles import (
     save_profile,
 )
 
-FULL_LENGTHS = [32, 128, 256, 512, 1024]
-QUICK_LENGTHS = [16, 64, 128, 256]
 FULL_CONCURRENCY = [1, 2, 4, 8]
 QUICK_CONCURRENCY = [1, 4]
 
@@ -39,7 +39,6 @@ QUICK_CONCURRENCY = [1, 4]
 class Target(str, Enum):
     device = "device"
     cloud = "cloud"
-    list = "list"  # the shipped profiles and settings, with their source
 
 
 def _random_ids(num_tokens: int, vocab_size: int, seed: int) -> list[int]:
@@ -107,49 +106,49 @@ def measure_decode(loaded, contexts: list[int], num_steps: int, slowdown: float)
 def measure_batch_decode(
     loaded, levels: list[int], context: int, num_steps: int, slowdown: float
 ) -> list[dict]:
-    """Decode step time for B concurrent requests: one batched forward of B sequences."""
-    import torch
-
-    from common.forward import new_cache
-
-    with torch.inference_mode():
-        return [
-            _batch_row(loaded, b, context, num_steps, slowdown, new_cache(loaded.model))
-            for b in levels
-        ]
+    """Decode round time for B concurrent requests, timed through the engine's own step
+    (``cloud_server.engine.Engine.step``: schedule, the batched forward over its padded KV,
+    sampling, and emitting each token), as ``pdd serve`` runs it: B requests of ``context``
+    prompt tokens, the rounds where all B decode."""
+    return [_engine_row(loaded, b, context, num_steps, slowdown) for b in levels]
 
 
-def _batch_row(loaded, batch: int, context: int, num_steps: int, slowdown: float, cache) -> dict:
-    import torch
+def _engine_row(loaded, batch: int, context: int, num_steps: int, slowdown: float) -> dict:
+    import asyncio
 
-    from common.forward import cache_kwargs
+    from cloud_server.config import EngineConfig
+    from cloud_server.engine import Engine
+    from common.messages import GenerateRequest
 
-    model, vocab = loaded.model, loaded.model.config.vocab_size
-    device, sync = loaded.model.device, loaded.platform.synchronize
-    prompt = torch.tensor([_random_ids(context, vocab, seed=b) for b in range(batch)])
-    model(
-        input_ids=prompt.to(device),  # [B, ctx]
-        attention_mask=torch.ones(batch, context, dtype=torch.long, device=device),
-        **cache_kwargs(model, cache),
-        use_cache=True,
-        logits_to_keep=1,
+    # Whole prompts first (no chunks), no prefix cache: every round runs all B requests.
+    config = EngineConfig(
+        max_concurrent_requests=batch, prefill_chunk_tokens=0, prefix_cache_bytes=0
     )
-    samples = []
-    for step in range(num_steps):
-        width = context + step + 1
+    engine = Engine(loaded, config)
+    vocab, decode, width = loaded.model.config.vocab_size, engine.runner.decode, []
 
-        def one_step(width: int = width) -> None:
-            model(
-                input_ids=torch.full((batch, 1), 1000, device=device),  # [B, 1]
-                position_ids=torch.full((batch, 1), width - 1, device=device),
-                attention_mask=torch.ones(batch, width, dtype=torch.long, device=device),
-                **cache_kwargs(model, cache),
-                use_cache=True,
-                logits_to_keep=1,
+    def counted(seqs):  # what kind of step ran: a decode round over len(seqs) requests
+        width.append(len(seqs))
+        return decode(seqs)
+
+    engine.runner.decode = counted
+
+    async def run() -> list[float]:
+        for b in range(batch):
+            ids = _random_ids(context, vocab, seed=context + b)
+            request = GenerateRequest(
+                prompt_ids=ids, max_tokens=num_steps + 1, cloud_tokens=num_steps
             )
+            engine.submit(request)
+        samples = []
+        while engine.num_active:
+            width.clear()
+            seconds = _timed(engine.step, loaded.platform.synchronize)
+            if width == [batch]:
+                samples.append(slowdown * seconds)
+        return samples
 
-        samples.append(slowdown * _timed(one_step, sync))
-    return _summary("concurrency", batch, samples)
+    return _summary("concurrency", batch, asyncio.run(run()))
 
 
 def _meta(
@@ -201,74 +200,65 @@ def build_profile(
     if target is Target.device:
         return DeviceProfile(prefill=prefill, decode=decode, meta=meta, measurements=measurements)
     batch_rows = measure_batch_decode(
-        loaded, levels or FULL_CONCURRENCY, lengths[len(lengths) // 2], 3, slowdown
+        loaded, levels or FULL_CONCURRENCY, lengths[len(lengths) // 2], 8, slowdown
     )
     measurements["batch_decode"] = batch_rows
     batch = fit_batch(*_medians(batch_rows, "concurrency"))
-    meta["concurrency_method"] = "batched forward of B equal-length sequences, one token each"
+    meta["concurrency_method"] = "the engine's decode round over B requests (Engine.step)"
     return CloudProfile(
         prefill=prefill, decode=decode, batch=batch, meta=meta, measurements=measurements
     )
 
 
-def profile_command(
-    target: Target = typer.Argument(..., help="device, cloud, or list (the shipped profiles)"),
-    output: Path = typer.Option(None, "-o", "--output", help="profile JSON to write"),
-    model: str = typer.Option(DEFAULT_MODEL, help="model alias or folder"),
-    threads: int = typer.Option(1, help="torch intra-op threads (cores are shared)"),
-    device_slowdown: float = typer.Option(1.0, help="multiply measured times by K (>= 1)"),
-    lengths: str = typer.Option("", help="comma-separated prompt lengths"),
-    repeats: int = typer.Option(3, min=1, help="runs per prompt length"),
-    name: str = typer.Option(None, help="profile name (default target-xK)"),
-    quick: bool = typer.Option(False, help="few short lengths, 2 repeats"),
-) -> None:
-    """Measure prefill/decode (and cloud concurrency) with the real model; fit the cost model.
-
-    ``pdd profile list`` lists the shipped profiles (measured here or derived from published
-    figures) and example settings; each name works wherever a profile path is accepted."""
+def _measure(target: Target, opts: ProfileOptions) -> None:
     from common.model import load_model
     from common.platform import set_threads
 
-    if target is Target.list:
-        list_shipped()
-        return
-    if output is None:
-        raise typer.BadParameter("-o/--output is required to measure a profile")
-    if device_slowdown <= 0:
-        raise typer.BadParameter("--device-slowdown must be > 0")
-    try:
-        chosen = [int(x) for x in lengths.split(",") if x.strip()] or (
-            QUICK_LENGTHS if quick else FULL_LENGTHS
-        )
-    except ValueError:
-        raise typer.BadParameter(f"--lengths must be integers, got {lengths!r}") from None
-    if len(chosen) < 2 or min(chosen) < 1:
-        raise typer.BadParameter("--lengths needs at least two positive lengths")
-    set_threads(threads)
-    loaded = load_model(model)
+    set_threads(opts.threads)
+    loaded = load_model(opts.model)
     profile = build_profile(
         loaded,
         target,
-        sorted(chosen),
-        2 if quick else repeats,
-        device_slowdown,
-        threads,
-        name,
-        QUICK_CONCURRENCY if quick else FULL_CONCURRENCY,
+        opts.chosen_lengths,
+        opts.chosen_repeats,
+        opts.device_slowdown,
+        opts.threads,
+        opts.name,
+        QUICK_CONCURRENCY if opts.quick else FULL_CONCURRENCY,
     )
-    save_profile(profile, output)
+    profile.meta["options"] = config_json(opts)
+    save_profile(profile, opts.output)
     p, d = profile.prefill, profile.decode
     typer.echo(
-        f"{target.value} profile -> {output}: prefill {p.a * 1e3:.1f} ms + {p.b * 1e3:.3f} ms/tok"
-        f" + {p.c * 1e6:.4f} us/tok^2 (max rel err {p.max_rel_err:.1%}); "
-        f"decode {d.d0 * 1e3:.1f} ms + {d.d1 * 1e6:.2f} us/ctx-tok"
+        f"{target.value} profile -> {opts.output}: prefill {p.a * 1e3:.1f} ms"
+        f" + {p.b * 1e3:.3f} ms/tok + {p.c * 1e6:.4f} us/tok^2 (max rel err {p.max_rel_err:.1%});"
+        f" decode {d.d0 * 1e3:.1f} ms + {d.d1 * 1e6:.2f} us/ctx-tok"
     )
     if isinstance(profile, CloudProfile):
         b = profile.batch
         typer.echo(f"  batch step {b.e0 * 1e3:.1f} ms + {b.e1 * 1e3:.2f} ms/request")
 
 
+def _bad_parameter(message: str) -> NoReturn:
+    raise typer.BadParameter(message)
+
+
+@command_from(ProfileOptions, on_error=_bad_parameter)
+def profile_device(opts: ProfileOptions) -> None:
+    """Measure this machine as a device (prefill and decode), K times slower; fit the cost model."""
+    _measure(Target.device, opts)
+
+
+@command_from(ProfileOptions, on_error=_bad_parameter)
+def profile_cloud(opts: ProfileOptions) -> None:
+    """Measure this machine as the cloud (prefill, decode, batched decode); fit the cost model."""
+    _measure(Target.cloud, opts)
+
+
 def list_shipped() -> None:
+    """List the shipped profiles and example settings (names usable wherever a path is).
+
+    The profiles were measured here or derived from published figures."""
     from benchmarks.planner.profiles import prompt_range, shipped_profiles, shipped_settings
     from common.profiles import load_profile
 
@@ -282,3 +272,14 @@ def list_shipped() -> None:
         "settings (pdd tune output, for --settings): "
         + ", ".join(p.stem for p in shipped_settings())
     )
+
+
+profile_app = typer.Typer(
+    help="Measure the real model (prefill, decode, cloud concurrency) and fit the cost model "
+    "that `pdd tune` and `pdd simulate` read; or list the shipped profiles.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+profile_app.command("device")(profile_device)
+profile_app.command("cloud")(profile_cloud)
+profile_app.command("list")(list_shipped)

@@ -18,11 +18,11 @@ largest rate is the highest mean request rate whose attainment is at least the S
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from benchmarks.planner.sim_cloud import CloudRun, simulate_cloud
+from benchmarks.planner.sim_cloud import CloudRun, StopAt, simulate_cloud
 from benchmarks.planner.sim_display import run_display
 from benchmarks.planner.sim_workload import Workload, scaled, tiled
 from cloud_server.config import EngineConfig
@@ -61,7 +61,7 @@ class ModeResult:
     tpot: np.ndarray
     max_tpot_s: np.ndarray
     good: np.ndarray  # meets the SLO, like with like
-    cloud_busy_s: float  # per request
+    cloud_busy_s: float  # engine share per request: the engine seconds it costs (sim_cloud)
     utilisation: float
     stall_rate: float  # of the pd requests that went through the cloud and a handoff
     mean_handoff: float
@@ -69,6 +69,10 @@ class ModeResult:
     share_cloud_only: float = 0.0  # requests the settings leave to the cloud alone
     cloud_tokens: float = 0.0  # tokens the cloud decoded per request (first included)
     weight: np.ndarray | None = None  # per kept request: how many requests it stands for
+    # Slot-holding seconds per request (admission to release; the engine's usage.busy_s, the
+    # README's "cloud busy"): the engine share plus the rounds shared and others' prefills.
+    cloud_slot_s: float = 0.0
+    sustained_rate: float = 0.0  # requests / (first sent .. last End at its device)
 
     @property
     def attainment(self) -> float:
@@ -104,42 +108,104 @@ def _device_times(work: Workload, fleet: Fleet) -> tuple[np.ndarray, np.ndarray]
     return arr[:, 0], arr[:, 1]
 
 
-def _run_cloud(work: Workload, num_tokens: np.ndarray, fleet: Fleet) -> CloudRun:
-    return simulate_cloud(
-        work.arrivals + fleet.network.rtt_s / 2,
+def _run_cloud(
+    work: Workload,
+    num_tokens: np.ndarray,
+    fleet: Fleet,
+    stop_at: StopAt | None = None,
+    devices: int | None = None,
+) -> tuple[CloudRun, Workload]:
+    """The cloud over ``work``; ``devices``: closed loop (``closed_loop``), whose arrivals the
+    run decides, so the workload comes back with them."""
+    half = fleet.network.rtt_s / 2
+    arrivals, hook, dev_at = work.arrivals + half, None, None
+    if devices is not None:
+        arrivals, hook, dev_at = closed_loop(num_tokens, devices, fleet.network.rtt_s)
+    run = simulate_cloud(
+        arrivals,
         work.prompt_lens,
         num_tokens,
         fleet.cloud,
         fleet.slots,
         fleet.prefill_chunk_tokens,
         num_cached=work.cached_lens,  # prefilled after its cached prefix, attending to it
+        stop_at=stop_at,
+        next_arrival=hook,
     )
+    if dev_at is not None:
+        sent = np.where(num_tokens > 0, run.arrival_at - half, dev_at)
+        work = replace(work, arrivals=sent)
+    return run, work
 
 
-def _pace(run: CloudRun, num_tokens: np.ndarray) -> np.ndarray:
-    """Seconds between two tokens of each request (its decode span over its tokens)."""
+def closed_loop(num_tokens: np.ndarray, devices: int, rtt_s: float):
+    """``pdd bench --virtual-devices``: ``devices`` devices take the requests in order, each
+    sending its next one when the End of its last reaches it (cloud end + RTT/2); a request the
+    settings answer on the device alone holds no device. Returns (cloud arrivals: inf until
+    released, the ``next_arrival`` hook, device send times of the device-only requests)."""
+    n = len(num_tokens)
+    arrivals, dev_at = np.full(n, np.inf), np.full(n, np.nan)
+    queue = iter(range(n))
+
+    def take(sent: float) -> list[tuple[int, float]]:
+        for j in queue:
+            if num_tokens[j] > 0:
+                return [(j, sent + rtt_s / 2)]
+            dev_at[j] = sent
+        return []
+
+    for _ in range(devices):
+        for j, at in take(0.0):
+            arrivals[j] = at
+    return arrivals, (lambda _i, t: take(t + rtt_s / 2)), dev_at
+
+
+def _pace(run: CloudRun) -> np.ndarray:
+    """Mean seconds between two tokens of each request (its decode span over its tokens)."""
     span = np.nan_to_num(run.decode_end_at - run.first_token_at)
-    return np.where(num_tokens > 1, span / np.maximum(num_tokens - 1, 1), np.inf)
+    return np.where(run.tokens > 1, span / np.maximum(run.tokens - 1, 1), np.inf)
 
 
-def simulate_mode(mode: str, work: Workload, fleet: Fleet, sample: int | None = None) -> ModeResult:
-    """One mode over the whole workload; ``sample`` limits the pd display loops (rate search)."""
+def _sustained(run: CloudRun, work: Workload, fleet: Fleet) -> float:
+    """Requests over the span from the first one sent to the last End reaching its device, as
+    ``pdd bench --virtual-devices`` computes ``sustained_request_rate``."""
+    ended = np.isfinite(run.decode_end_at)
+    if not ended.any():
+        return 0.0
+    span = run.decode_end_at[ended].max() + fleet.network.rtt_s / 2 - work.arrivals.min()
+    return float(ended.sum() / span) if span > 0 else 0.0
+
+
+def simulate_mode(
+    mode: str,
+    work: Workload,
+    fleet: Fleet,
+    sample: int | None = None,
+    closed_loop_devices: int | None = None,
+) -> ModeResult:
+    """One mode over the whole workload; ``sample`` limits the pd display loops (rate search).
+    ``closed_loop_devices``: M devices send the requests one after the other (``closed_loop``);
+    the workload's arrival times are then ignored."""
     dev_ttft, dev_tau = _device_times(work, fleet)
     out = work.output_lens
     if mode == "device-only":
         good = _within(fleet, dev_ttft, dev_tau)
         return ModeResult(dev_ttft, dev_tau, dev_tau, good, 0.0, 0.0, 0.0, 0.0, 1.0)
     if mode == "cloud-only":
-        run = _run_cloud(work, out, fleet)
+        run, work = _run_cloud(work, out, fleet, devices=closed_loop_devices)
         ttft = run.first_token_at + fleet.network.rtt_s / 2 - work.arrivals
         tpot = (run.decode_end_at - run.first_token_at) / np.maximum(out - 1, 1)
-        good = _within(fleet, ttft, tpot)
+        good = _within(fleet, ttft, run.max_gap_s)
         mean_out = float(np.mean(out))
         busy = float(run.busy_s.mean())
-        return ModeResult(ttft, tpot, tpot, good, busy, run.utilisation, 0.0, mean_out, 0.0, 1.0)
+        return ModeResult(
+            ttft, tpot, run.max_gap_s, good, busy, run.utilisation, 0.0, mean_out, 0.0, 1.0,
+            cloud_tokens=float(run.tokens.mean()), cloud_slot_s=float(run.slot_s.mean()),
+            sustained_rate=_sustained(run, work, fleet),
+        )  # fmt: skip
     if mode != "pd":
         raise ValueError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
-    return _simulate_pd(work, fleet, dev_ttft, dev_tau, sample)
+    return _simulate_pd(work, fleet, dev_ttft, dev_tau, sample, closed_loop_devices)
 
 
 @dataclass(frozen=True)
@@ -153,55 +219,52 @@ class _Plan:
 
 
 def _plan(work: Workload, fleet: Fleet) -> _Plan:
-    buckets = [  # by the tokens the device must still prefill (the client's one rule)
-        fleet.settings_for(int(d)).bucket_for(int(L), int(c))
+    buckets = [  # by the device's prefill work still to do (the client's one rule)
+        fleet.settings_for(int(d)).bucket_for(int(L), int(c), fleet.devices[int(d)].prefill)
         for d, L, c in zip(work.device_idx, work.prompt_lens, work.device_cached, strict=True)
     ]
     use_cloud = np.array([b.use_cloud for b in buckets], bool)
     use_device = np.array([b.use_device for b in buckets], bool)
     budget = np.array([1 + b.cloud_tokens for b in buckets])
-    # A budget that covers the whole answer leaves the device nothing to take over: the cloud
-    # answers alone (the client shows its tokens and ends), whatever the bucket says.
+    # A budget that covers the whole answer is simulated as the cloud answering alone. The
+    # client still races its device there (it may hand off before the cloud's last token), so
+    # this is the simulator's upper bound on such a request's cloud cost.
     use_device &= ~(use_cloud & (budget >= work.output_lens))
     cap = np.where(use_cloud, np.where(use_device, budget, work.output_lens), 0)
     return _Plan(buckets, use_cloud, use_device, cap)
 
 
-def _prompt_done(work: Workload, fleet: Fleet, plan: _Plan, run: CloudRun) -> np.ndarray:
-    """Device-relative time each pd request's prompt prefill ends (the handoff)."""
-    done = np.full(len(work.arrivals), np.inf)
-    first_dev = run.first_token_at + fleet.network.rtt_s / 2 - work.arrivals
+def _handoff_hook(work: Workload, fleet: Fleet, plan: _Plan) -> StopAt:
+    """When each pd request's handoff reaches the cloud: its device's prompt prefill ends
+    (with refinement, after the keep-set arrived with the first token), + RTT/2."""
+    half = fleet.network.rtt_s / 2
+    pd_req = plan.use_cloud & plan.use_device
     new, cached = work.device_new_lens, work.device_cached
-    for i in np.flatnonzero(plan.use_cloud & plan.use_device):
-        dev = fleet.devices[work.device_idx[i]]
+
+    def stop_at(i: int, arrived: float, first: float) -> float:
+        if not pd_req[i]:
+            return math.inf
+        dev, sent = fleet.devices[work.device_idx[i]], arrived - half
         ratio = plan.buckets[i].refine_ratio
-        done[i] = prompt_done_time(int(new[i]), ratio, first_dev[i], dev, int(cached[i]))
-    return done
+        done = prompt_done_time(int(new[i]), ratio, first + half - sent, dev, int(cached[i]))
+        return sent + done + half
+
+    return stop_at
 
 
-def _decoded_by_handoff(work, fleet, run, cap, done) -> np.ndarray:
-    """Tokens the cloud has decoded when the handoff reaches it, plus the step in flight."""
-    stop_at = work.arrivals + done + fleet.network.rtt_s / 2  # the handoff reaches the cloud
-    pace = _pace(run, cap)
-    after = np.nan_to_num(stop_at - run.first_token_at, nan=0.0, posinf=0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        steps = np.where(np.isfinite(pace), np.floor(np.maximum(after, 0) / pace), 0)
-    return np.minimum(cap, 1 + steps + (after > 0)).astype(int)
-
-
-def _simulate_pd(work: Workload, fleet: Fleet, dev_ttft, dev_tau, sample: int | None) -> ModeResult:
+def _simulate_pd(work, fleet, dev_ttft, dev_tau, sample, devices) -> ModeResult:
     plan = _plan(work, fleet)
     pd_req = plan.use_cloud & plan.use_device
-    first = _run_cloud(work, plan.cap, fleet)  # pass 1: every budget decoded in full
-    done = _prompt_done(work, fleet, plan, first)
-    tokens = np.where(pd_req, _decoded_by_handoff(work, fleet, first, plan.cap, done), plan.cap)
-    run = _run_cloud(work, tokens, fleet)  # pass 2: the cloud stops at the handoff
-    pace = _pace(run, tokens)
+    # One pass: the cloud stops each pd request after the step in flight when its handoff
+    # reaches it, as the engine does; the budget 1 + N is only a cap.
+    run, work = _run_cloud(work, plan.cap, fleet, _handoff_hook(work, fleet, plan), devices)
+    pace = _pace(run)
     cloud_ttft = run.first_token_at + fleet.network.rtt_s / 2 - work.arrivals
     ttft, tpot, max_tpot_s = dev_ttft.copy(), dev_tau.copy(), dev_tau.copy()
     co = plan.use_cloud & ~plan.use_device
     ttft[co] = cloud_ttft[co]
-    tpot[co] = max_tpot_s[co] = np.where(np.isfinite(pace[co]), pace[co], 0.0)
+    tpot[co] = np.where(np.isfinite(pace[co]), pace[co], 0.0)
+    max_tpot_s[co] = run.max_gap_s[co]  # its largest gap, others' prefill pauses included
     good = _within(fleet, ttft, max_tpot_s)
     rng = np.random.default_rng(1)
     idx = np.flatnonzero(pd_req)
@@ -235,8 +298,10 @@ def _simulate_pd(work: Workload, fleet: Fleet, dev_ttft, dev_tau, sample: int | 
         handoffs / max(len(idx), 1),
         share_device_only=float((~plan.use_cloud).sum() / n),
         share_cloud_only=float(co.sum() / n),
-        cloud_tokens=float(tokens.mean()),
+        cloud_tokens=float(run.tokens.mean()),
         weight=weight[keep],
+        cloud_slot_s=float(run.slot_s.mean()),
+        sustained_rate=_sustained(run, work, fleet),
     )
 
 
@@ -246,7 +311,7 @@ def _display_one(i: int, work: Workload, fleet: Fleet, bucket, run: CloudRun, pa
     cached = int(work.device_cached[i])  # what the device's session cache already holds
     kept = kept_prompt_len(L, bucket.refine_ratio)
     cap = min(1 + bucket.cloud_tokens, out)
-    arrivals = _token_arrivals(run.first_token_at[i], pace, cap, work.arrivals[i], fleet, rng)
+    arrivals = _token_arrivals(run.token_times(i), pace, cap, work.arrivals[i], fleet, rng)
     prompt_s = prompt_done_time(L, bucket.refine_ratio, arrivals[0], dev, cached)
     pacing = PacingConfig(
         bucket.min_interval_s, bucket.max_interval_s, dev.decode.time(cached + L), kept / prompt_s
@@ -258,11 +323,14 @@ def _display_one(i: int, work: Workload, fleet: Fleet, bucket, run: CloudRun, pa
     return res, tail
 
 
-def _token_arrivals(first: float, pace: float, num: int, start: float, fleet: Fleet, rng):
-    """Device-relative arrival of each cloud token: the first at TTFT, then one per ``pace``
-    (the cloud's pass-2 rate, carried on up to the cap), + RTT/2 and uniform jitter."""
+def _token_arrivals(sent: np.ndarray, pace: float, num: int, start: float, fleet: Fleet, rng):
+    """Device-relative arrival of each cloud token: when the cloud sent it (pauses for other
+    requests' prefills included) + RTT/2 and uniform jitter. The cloud stopped at the handoff;
+    the tokens it never sent, up to the cap, follow at its mean pace (after the handoff, so
+    the display never shows them; the answer state sees the budget it was given)."""
     step = pace if math.isfinite(pace) else 0.0
-    times = first + step * np.arange(num) + fleet.network.rtt_s / 2 - start
+    extra = sent[-1] + step * np.arange(1, num - len(sent) + 1)
+    times = np.concatenate([sent, extra])[:num] + fleet.network.rtt_s / 2 - start
     if fleet.network.jitter_s > 0:
         times = np.maximum.accumulate(times + rng.uniform(0, fleet.network.jitter_s, num))
     return times.tolist()

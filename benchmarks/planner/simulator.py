@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import typer
 
+from benchmarks.planner.options import SimulateOptions, fail
 from benchmarks.planner.profiles import check_prompt_lens, load_named, settings_path
 from benchmarks.planner.sim_fleet import MODES, Fleet, ModeResult, max_rate, simulate_mode
 from benchmarks.planner.sim_workload import Workload, poisson_workload, scaled, trace_workload
 from benchmarks.planner.tuner import Slo, TuneConfig, tune
 from benchmarks.planner.tuning_inputs import parse_slo
-from cloud_server.config import EngineConfig
+from common.cli_options import command_from, config_json
 from common.profiles import NetworkProfile, ProfileError
 from common.settings import SplitSettings
 
@@ -175,88 +175,54 @@ def _workload(
     return poisson_workload(request_rate, num, lens, output_len or 256, num_devices)
 
 
-def simulate_command(
-    device_profiles: str = typer.Option(
-        "cpu-device-x4", help="comma-separated device profiles (files or `pdd profile list` names)"
-    ),
-    cloud_profile: str = typer.Option("cpu-cloud", help="cloud profile (file or shipped name)"),
-    settings: str = typer.Option(None, help="settings JSON or shipped name (default: tune here)"),
-    cloud_slots: int = typer.Option(8, min=1, help="K: requests the cloud runs at once"),
-    prefill_chunk_tokens: int = typer.Option(
-        EngineConfig.prefill_chunk_tokens,
-        min=0,
-        help="the engine's chunked prefill, as `pdd serve` (0: whole prompts)",
-    ),
-    trace: str = typer.Option(None, help="Mooncake JSONL trace or shipped name (mooncake-5min)"),
-    request_rate: float = typer.Option(None, help="Poisson rate, or the trace rescaled to it"),
-    rates: str = typer.Option("", help="also: SLO attainment and goodput at these rates"),
-    input_lens: str = typer.Option("256,512,1024", help="prompt lengths drawn uniformly (Poisson)"),
-    output_len: int = typer.Option(None, help="answer length O (default: the trace's, else 256)"),
-    max_input_len: int = typer.Option(None, help="drop trace requests with longer prompts"),
-    prefix_cache: bool = typer.Option(
-        False,
-        help="trace: leading blocks (hash_ids) an earlier request sent are in the cloud's cache",
-    ),
-    sessions: bool = typer.Option(
-        False,
-        help="trace: a conversation's next turn finds its previous turn in the device's cache",
-    ),
-    num_requests: int = typer.Option(None, min=10, help="default 100,000 (a trace: its length)"),
-    rtt_ms: float = typer.Option(50.0),
-    jitter_ms: float = typer.Option(0.0),
-    slo: str = typer.Option("", help="ttft:MS,tpot:MS (default: see docs/tuner.md)"),
-    percentile: float = typer.Option(90.0, help="SLO attainment required, percent"),
-    search_requests: int = typer.Option(20_000, help="requests per probe of the rate search"),
-    search_sample: int = typer.Option(2_000, help="pd display loops per probe"),
-    display_sample: int = typer.Option(
-        20_000, min=0, help="pd display loops over the whole workload (0: every request)"
-    ),
-    output: Path = typer.Option(None, "-o", "--output", help="write the report JSON"),
-) -> None:
+@command_from(SimulateOptions, on_error=fail)
+def simulate_command(opts: SimulateOptions) -> None:
     """Simulate the fleet in cloud-only, device-only and pd modes; report the cloud gain."""
-    network = NetworkProfile(rtt_ms / 1e3, jitter_ms / 1e3)
+    network = NetworkProfile(opts.rtt_ms / 1e3, opts.jitter_ms / 1e3)
     try:
-        devices = [load_named(p.strip(), "device") for p in device_profiles.split(",") if p.strip()]
-        cloud = load_named(cloud_profile, "cloud")
-        num = num_requests or (None if trace else 100_000)
+        names = [p.strip() for p in opts.device_profiles.split(",") if p.strip()]
+        devices = [load_named(name, "device") for name in names]
+        cloud = load_named(opts.cloud_profile, "cloud")
+        num = opts.num_requests or (None if opts.trace else 100_000)
         work = _workload(
-            trace,
-            request_rate,
-            input_lens,
-            output_len,
+            opts.trace,
+            opts.request_rate,
+            opts.input_lens,
+            opts.output_len,
             num,
             len(devices),
-            max_input_len,
-            prefix_cache,
-            sessions,
+            opts.max_input_len,
+            opts.prefix_cache,
+            opts.sessions,
         )
         notes = [check_prompt_lens(p, int(work.prompt_lens.max())) for p in (*devices, cloud)]
-        ttft_s, tpot_s = parse_slo(slo)
+        ttft_s, tpot_s = parse_slo(opts.slo)
         split = (
-            [SplitSettings.load(settings_path(settings))]
-            if settings
+            [SplitSettings.load(settings_path(opts.settings))]
+            if opts.settings
             else tuned_settings(devices, cloud, work, network, Slo(ttft_s, tpot_s))
         )
-        rate_list = _floats(rates, "--rates")
+        rate_list = _floats(opts.rates, "--rates")
     except (ProfileError, ValueError, OSError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        fail(str(exc))
     d_ttft, d_tpot = default_slo(work, {"cloud": cloud, "network": network}, split)
     fleet = Fleet(
         split,
         devices,
         cloud,
         network,
-        cloud_slots,
+        opts.cloud_slots,
         ttft_s or d_ttft,
         tpot_s or d_tpot,
-        percentile,
-        prefill_chunk_tokens,
+        opts.percentile,
+        opts.prefill_chunk_tokens,
     )
     for note in filter(None, notes):
         typer.echo(note)
-    _header(work, fleet, settings, bool(slo))
-    report = run_modes(work, fleet, search_requests, search_sample, display_sample or None)
+    _header(work, fleet, opts.settings, bool(opts.slo))
+    report = run_modes(
+        work, fleet, opts.search_requests, opts.search_sample, opts.display_sample or None
+    )
     for row in report["modes"]:
         _print(row)
     if report["gain"] is None:
@@ -267,9 +233,10 @@ def simulate_command(
             f"(requests/s the same cloud sustains; {report['busy_gain']:.2f}x in busy seconds)"
         )
     if rate_list:
-        report["rates"] = rate_table(work, fleet, rate_list, search_sample)
-    if output:
-        output.write_text(json.dumps(report, indent=2) + "\n")
+        report["rates"] = rate_table(work, fleet, rate_list, opts.search_sample)
+    if opts.output:
+        report["options"] = config_json(opts)
+        opts.output.write_text(json.dumps(report, indent=2) + "\n")
 
 
 def _header(work: Workload, fleet: Fleet, settings: str | None, slo_given: bool) -> None:

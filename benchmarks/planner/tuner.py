@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 
 import typer
 
+from benchmarks.planner.options import TuneOptions, fail
 from benchmarks.planner.profiles import check_prompt_lens, load_named
 from benchmarks.planner.sim_workload import trace_path
 from benchmarks.planner.tuning_inputs import buckets_from_trace, load_quality, parse_slo
+from common.cli_options import command_from, config_json
 from common.messages import MAX_REFINE_RATIO
 from common.profiles import CloudProfile, DeviceProfile, NetworkProfile, ProfileError
 from common.settings import Bucket, Prediction, SplitSettings
@@ -277,53 +278,35 @@ def cloud_can_score(engine: str | None, cloud: CloudProfile) -> bool:
     return engine == "builtin"
 
 
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(2)
-
-
-def tune_command(
-    device_profile: str = typer.Option(
-        ..., help="device profile JSON, or a `pdd profile list` name"
-    ),
-    cloud_profile: str = typer.Option(..., help="cloud profile JSON, or a `pdd profile list` name"),
-    output: Path = typer.Option(..., "-o", "--output", help="settings JSON to write"),
-    rtt_ms: float = typer.Option(50.0, help="device-cloud round trip"),
-    jitter_ms: float = typer.Option(0.0, help="extra one-way delay, up to"),
-    input_lens: str = typer.Option("128,256,512,1024,2048", help="bucket prompt lengths"),
-    trace: str = typer.Option(None, help="Mooncake JSONL trace (or mooncake-5min): its lengths"),
-    output_len: int = typer.Option(None, help="answer length O (default 256, or trace median)"),
-    slo: str = typer.Option("", help="ttft:MS,tpot:MS (each optional)"),
-    quality_floor: float = typer.Option(None, help="least refinement agreement allowed"),
-    quality_file: Path = typer.Option(None, help="refine_quality.json (per-ratio agreement)"),
-    cloud_engine: str = typer.Option(
-        None, help="builtin | vllm: vllm cannot score prompts, so rho=0 (default: the profile's)"
-    ),
-) -> None:
+@command_from(TuneOptions, on_error=fail)
+def tune_command(opts: TuneOptions) -> None:
     """Choose N, refine ratio and pacing per prompt-length bucket from measured profiles."""
     try:
-        dev = load_named(device_profile, "device")  # a file, or a `pdd profile list` name
-        cloud = load_named(cloud_profile, "cloud")
-        lens, out_len = buckets_from_trace(trace and trace_path(trace), input_lens, output_len)
+        dev = load_named(opts.device_profile, "device")  # a file, or a `pdd profile list` name
+        cloud = load_named(opts.cloud_profile, "cloud")
+        trace = opts.trace and trace_path(opts.trace)
+        lens, out_len = buckets_from_trace(trace, opts.input_lens, opts.output_len)
         notes = [check_prompt_lens(p, max(lens)) for p in (dev, cloud)]  # refuses far past range
-        quality = load_quality(quality_file) if quality_file else None
-        if quality is not None and quality_floor is None:
+        quality = load_quality(opts.quality_file) if opts.quality_file else None
+        if quality is not None and opts.quality_floor is None:
             raise ValueError("--quality-file needs --quality-floor")
-        ttft_s, tpot_s = parse_slo(slo)
-        can_score = cloud_can_score(cloud_engine, cloud)
+        ttft_s, tpot_s = parse_slo(opts.slo)
+        can_score = cloud_can_score(opts.cloud_engine, cloud)
         cfg = TuneConfig(
             input_lens=lens,
             output_len=out_len,
-            network=NetworkProfile(rtt_s=rtt_ms / 1e3, jitter_s=jitter_ms / 1e3),
+            network=NetworkProfile(rtt_s=opts.rtt_ms / 1e3, jitter_s=opts.jitter_ms / 1e3),
             slo=Slo(ttft_s=ttft_s, tpot_s=tpot_s),
             quality=quality,
-            quality_floor=quality_floor,
+            quality_floor=opts.quality_floor,
             cloud_can_score=can_score,
         )
         settings = tune(dev, cloud, cfg)
     except (ProfileError, InfeasibleError, ValueError, OSError) as exc:
-        raise _fail(str(exc)) from None
-    settings.save(output)
+        fail(str(exc))
+    provenance = {**(settings.tuner or {}), "options": config_json(opts)}
+    settings = settings.model_copy(update={"tuner": provenance})
+    settings.save(opts.output)
     for note in filter(None, notes):
         typer.echo(note)
     for bucket, pred in zip(settings.buckets, settings.predictions, strict=True):
@@ -334,4 +317,4 @@ def tune_command(
             f" TTFT={pred['ttft_s']:.2f}s cloud={pred['cloud_busy_s']:.2f}s"
             f" (cloud-only {pred['cloud_only_busy_s']:.2f}s)\n    {bucket.reason}"
         )
-    typer.echo(f"settings -> {output}")
+    typer.echo(f"settings -> {opts.output}")

@@ -6,7 +6,8 @@ from __future__ import annotations
 import threading
 
 import httpx
-from cloud_clients import end_of, http_events, story, token_ids
+from cloud_clients import story
+from support import end_of, http_events, token_ids
 
 from common.messages import EndReason
 

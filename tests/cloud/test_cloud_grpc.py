@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from cloud_clients import end_of, grpc_events, http_events, story, token_ids
+from cloud_clients import story
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from server_probes import metric, wait_for
+from support import end_of, grpc_events, http_events, token_ids
 
 from common.messages import EndReason, FirstToken, GenerateRequest
 from common.proto import pd_pb2 as pb

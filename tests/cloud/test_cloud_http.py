@@ -6,9 +6,10 @@ import threading
 
 import httpx
 import pytest
-from cloud_clients import end_of, http_events, story, token_ids
+from cloud_clients import story
 from httpx_sse import connect_sse
 from server_probes import metric, wait_for
+from support import end_of, http_events, token_ids
 
 from cloud_server.openai_schema import ChatRequest, CompletionRequest
 from common.messages import (

@@ -7,9 +7,10 @@ import time
 
 import grpc
 import httpx
-from cloud_clients import end_of, http_events, story
+from cloud_clients import story
 from httpx_sse import connect_sse
 from server_probes import metric, wait_for
+from support import end_of, http_events
 
 from common.messages import EndReason, GenerateRequest, parse_event
 from common.proto import pd_pb2_grpc

@@ -6,7 +6,7 @@ import asyncio
 
 import openai
 import torch
-from cloud_clients import end_of, grpc_events
+from support import end_of, grpc_events
 
 from cloud_server.config import EngineConfig
 from cloud_server.engine import Engine

@@ -1,8 +1,6 @@
-"""Prompts and settings shared by the device tests."""
+"""Prompts shared by the device tests."""
 
 from __future__ import annotations
-
-from common.settings import Bucket, SplitSettings
 
 # Long enough that a slowed-down device is still prefilling when the cloud's first tokens
 # arrive, so the handoff lands mid-answer and the absorb path runs.
@@ -17,14 +15,3 @@ LONG_PROMPT = (
 )
 SHORT_PROMPT = "Name three primary colours."
 COUNTING_PROMPT = "Count from one to one hundred in words, separated by commas."
-
-
-def pacing(cloud_tokens: int = 64) -> SplitSettings:
-    """Fast pacing so tests spend their time in the model, not in waits."""
-    bucket = Bucket(
-        max_prompt_len=1 << 20,
-        cloud_tokens=cloud_tokens,
-        min_interval_s=0.0,
-        max_interval_s=0.05,
-    )
-    return SplitSettings(buckets=[bucket])

@@ -9,17 +9,13 @@ is ``simulate_display`` on the same device timeline. No model runs.
 from __future__ import annotations
 
 import asyncio
-from types import SimpleNamespace
 
 import pytest
-from virtual_time import ScriptedPrefill, ScriptedSession, VirtualExecutor, VirtualTimeLoop
+from virtual_time import ScriptedPrefill, ScriptedSession, VirtualTimeLoop, run_answer
 
 from benchmarks.planner.sim_display import SimClock, simulate_display
 from common.messages import End, EndReason, FirstToken, GenerateRequest, Token, Usage
-from device_client.answer import Answer
-from device_client.config import ClientConfig
 from device_client.speed_controller import PacingConfig
-from device_client.types import Mode
 
 PACING = PacingConfig(
     min_interval_s=0.05, max_interval_s=0.2, decode_interval_s=0.06, prefill_rate_tok_s=150.0
@@ -32,21 +28,6 @@ TAU_D = 0.061
 
 def _absorb_s(m: int) -> float:
     return 0.05 + 0.004 * m
-
-
-class _Tokenizer:
-    def __len__(self) -> int:
-        return 100
-
-    def decode(self, ids, skip_special_tokens=True) -> str:
-        return "x" * len(ids)
-
-
-_STUB_MODEL = SimpleNamespace(
-    model=SimpleNamespace(get_input_embeddings=lambda: SimpleNamespace(num_embeddings=100)),
-    tokenizer=_Tokenizer(),
-    eos_token_ids=frozenset({2}),
-)
 
 
 class _Cloud:
@@ -80,34 +61,12 @@ class _Cloud:
 
 def _run_client(connect_s: float = 0.0, max_tokens: int = len(ARRIVALS) + 1):
     loop = VirtualTimeLoop()
-    try:
-        session = ScriptedSession(ScriptedPrefill(CHUNKS, loop.time), 300, _absorb_s, TAU_D)
-        cloud = _Cloud(loop, connect_s)
-        request = GenerateRequest(
-            prompt_ids=[9] * 300, max_tokens=max_tokens, cloud_tokens=len(ARRIVALS) - 1
-        )
-        config = ClientConfig(cloud_url="http://fake", stall_timeout_s=30.0)
-        answer = Answer(
-            _STUB_MODEL,
-            request,
-            Mode.PD,
-            PACING,
-            config,
-            VirtualExecutor(session),
-            session=session,
-            open_cloud=cloud.open,
-            clock=loop.time,
-        )
-
-        async def drain() -> None:
-            async for _ in answer:
-                pass
-
-        loop.run_until_complete(drain())
-    finally:
-        loop.close()
-    assert answer.result is not None and answer.result.fallback is None
-    return answer.result, cloud
+    session = ScriptedSession(ScriptedPrefill(CHUNKS, loop.time), 300, _absorb_s, TAU_D)
+    cloud = _Cloud(loop, connect_s)
+    request = GenerateRequest(
+        prompt_ids=[9] * 300, max_tokens=max_tokens, cloud_tokens=len(ARRIVALS) - 1
+    )
+    return run_answer(loop, session, request, PACING, cloud.open), cloud
 
 
 def test_the_client_and_the_simulator_show_the_same_tokens_at_the_same_times():

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from device_helpers import SHORT_PROMPT, pacing
+from device_helpers import SHORT_PROMPT
+from support import fast_pacing
 
 from device_client.client import DeviceClient
 
 
 def test_client_learns_its_decode_time_and_paces_to_it(loaded_model):
-    client = DeviceClient(None, model=loaded_model, settings=pacing(), device_slowdown=2.0)
+    client = DeviceClient(None, model=loaded_model, settings=fast_pacing(), device_slowdown=2.0)
     _, _, before = client.build_request(SHORT_PROMPT, mode="pd", max_tokens=8)
     assert client.decode_s_estimate is None and before.decode_interval_s == 0.0
     client.generate(SHORT_PROMPT, max_tokens=8, mode="device")

@@ -9,20 +9,16 @@ measured on this machine at slowdown 4, loaded), the answer runs on a virtual-ti
 from __future__ import annotations
 
 import asyncio
-from types import SimpleNamespace
 
 import pytest
-from virtual_time import ScriptedPrefill, ScriptedSession, VirtualExecutor, VirtualTimeLoop
+from virtual_time import ScriptedPrefill, ScriptedSession, VirtualTimeLoop, run_answer
 
 from common.messages import End, EndReason, FirstToken, GenerateRequest, Token, Usage
 from common.profiles import DecodeCost, DeviceProfile, fit_prefill
 from common.settings import default_settings
 from common.timing_model import PLAN_FACTOR, STALL_FACTOR, catch_up_time
-from device_client.answer import Answer
-from device_client.config import ClientConfig
 from device_client.self_profile import UNCHECKED_ERROR, SelfProfile, untuned_plan
 from device_client.speed_controller import PacingConfig
-from device_client.types import Mode
 
 # `pdd generate "Why is the sky blue?"` at the phone emulation (slowdown 4) on the shared 2-core
 # machine, measured: a 36-token prompt in one chunk of 3.5 s, the absorb of m tokens 0.1 + 0.083 m
@@ -45,21 +41,6 @@ def _warmed_up() -> SelfProfile:
     me = SelfProfile()
     me.observe(WARM_UP, [f[2] for f in WARM_UP if f[0] == 1])
     return me
-
-
-class _Tokenizer:
-    def __len__(self) -> int:
-        return 100
-
-    def decode(self, ids, skip_special_tokens=True) -> str:
-        return "x" * len(ids)
-
-
-_STUB_MODEL = SimpleNamespace(
-    model=SimpleNamespace(get_input_embeddings=lambda: SimpleNamespace(num_embeddings=100)),
-    tokenizer=_Tokenizer(),
-    eos_token_ids=frozenset({2}),
-)
 
 
 class _Cloud:
@@ -92,34 +73,9 @@ class _Cloud:
 def _handoff_gaps(cloud_tokens: int, pacing: PacingConfig) -> tuple[int, list[float]]:
     """(m, the display gaps up to the device's first own token) of one answer."""
     loop = VirtualTimeLoop()
-    try:
-        session = ScriptedSession(
-            ScriptedPrefill(CHUNKS, loop.time), PROMPT_LEN, _absorb_s, DECODE_S
-        )
-        request = GenerateRequest(
-            prompt_ids=[9] * PROMPT_LEN, max_tokens=64, cloud_tokens=cloud_tokens
-        )
-        answer = Answer(
-            _STUB_MODEL,
-            request,
-            Mode.PD,
-            pacing,
-            ClientConfig(cloud_url="http://fake", stall_timeout_s=30.0),
-            VirtualExecutor(session),
-            session=session,
-            open_cloud=_Cloud(loop, cloud_tokens).open,
-            clock=loop.time,
-        )
-
-        async def drain() -> None:
-            async for _ in answer:
-                pass
-
-        loop.run_until_complete(drain())
-    finally:
-        loop.close()
-    result = answer.result
-    assert result is not None and result.fallback is None
+    session = ScriptedSession(ScriptedPrefill(CHUNKS, loop.time), PROMPT_LEN, _absorb_s, DECODE_S)
+    request = GenerateRequest(prompt_ids=[9] * PROMPT_LEN, max_tokens=64, cloud_tokens=cloud_tokens)
+    result = run_answer(loop, session, request, pacing, _Cloud(loop, cloud_tokens).open)
     m = result.handoff_index
     assert m and result.sources[: m + 1] == ["cloud"] * m + ["device"]
     times = [t.time_s for t in result.tokens[: m + 1]]

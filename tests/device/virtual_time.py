@@ -2,7 +2,8 @@
 device runtime whose forwards take scripted (simulated) seconds.
 
 With them the real ``Answer`` (its three tasks, their wake-ups and timeouts) runs a scripted
-scenario in milliseconds, and the same scenario runs through the fleet simulator.
+scenario in milliseconds (``run_answer``, on a stub model: no weights), and the same scenario
+runs through the fleet simulator.
 """
 
 from __future__ import annotations
@@ -12,9 +13,14 @@ import selectors
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
+from common.messages import GenerateRequest
+from device_client.answer import Answer
+from device_client.config import ClientConfig
 from device_client.local_runtime import fit_token_cost
-from device_client.speed_controller import DeviceProgress
+from device_client.speed_controller import DeviceProgress, PacingConfig
+from device_client.types import GenerationResult, Mode
 
 
 class _JumpingSelector(selectors.DefaultSelector):
@@ -151,3 +157,50 @@ class VirtualExecutor(Executor):
         loop = asyncio.get_running_loop()
         loop.call_later(delay, lambda: future.set_result(fn(*args, **kwargs)))
         return future
+
+
+class _Tokenizer:
+    def __len__(self) -> int:
+        return 100
+
+    def decode(self, ids, skip_special_tokens=True) -> str:
+        return "x" * len(ids)
+
+
+STUB_MODEL = SimpleNamespace(  # what ``Answer`` reads of a loaded model: vocabulary, text, EOS
+    model=SimpleNamespace(get_input_embeddings=lambda: SimpleNamespace(num_embeddings=100)),
+    tokenizer=_Tokenizer(),
+    eos_token_ids=frozenset({2}),
+)
+
+
+def run_answer(
+    loop: VirtualTimeLoop,
+    session: ScriptedSession,
+    request: GenerateRequest,
+    pacing: PacingConfig,
+    open_cloud: Callable,
+) -> GenerationResult:
+    """One pd answer through the real ``Answer`` on ``loop`` (closed after); no fallback."""
+    answer = Answer(
+        STUB_MODEL,
+        request,
+        Mode.PD,
+        pacing,
+        ClientConfig(cloud_url="http://fake", stall_timeout_s=30.0),
+        VirtualExecutor(session),
+        session=session,
+        open_cloud=open_cloud,
+        clock=loop.time,
+    )
+
+    async def drain() -> None:
+        async for _ in answer:
+            pass
+
+    try:
+        loop.run_until_complete(drain())
+    finally:
+        loop.close()
+    assert answer.result is not None and answer.result.fallback is None
+    return answer.result

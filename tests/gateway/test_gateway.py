@@ -13,9 +13,9 @@ import httpx
 import pytest
 from httpx_sse import EventSource
 from server_probes import metric, wait_for
+from support import fast_pacing
 
 from common.messages import End, EndReason, FirstToken, Token, parse_event
-from common.settings import Bucket, SplitSettings
 from common.wire import REQUEST_SECRET_HEADER
 from device_client.client import DeviceClient
 from device_client.embedded import EmbeddedCloud, free_port, start_cloud
@@ -23,9 +23,6 @@ from device_client.embedded import EmbeddedCloud, free_port, start_cloud
 PROMPT = "Name three primary colours."
 MAX_TOKENS = 12
 PD_BODY = {"prompt": "Once upon a time", "raw": True, "max_tokens": 200, "cloud_tokens": 199}
-FAST_PACING = SplitSettings(
-    buckets=[Bucket(max_prompt_len=1 << 20, cloud_tokens=64, min_interval_s=0, max_interval_s=0.05)]
-)
 
 
 def start_gateway(upstreams: list[EmbeddedCloud]) -> tuple[str, subprocess.Popen]:
@@ -167,7 +164,7 @@ def test_killed_instance_mid_run_every_answer_completes(loaded_model, reference)
 
 def check_killed_instance_mid_run(url, clouds, loaded_model, reference) -> None:
     clients = [
-        DeviceClient(url, model=loaded_model, device_slowdown=3.0, settings=FAST_PACING)
+        DeviceClient(url, model=loaded_model, device_slowdown=3.0, settings=fast_pacing())
         for _ in range(3)
     ]
     killed: list[EmbeddedCloud] = []

@@ -6,8 +6,10 @@ import copy
 from dataclasses import replace
 
 import pytest
+from support import fast_pacing
 
-from common.settings import Bucket, SplitSettings
+from common.profiles import PrefillCost
+from common.settings import Bucket, SplitSettings, equivalent_prompt_len
 from device_client.chat_turns import TurnBuilder
 from device_client.client import DeviceClient
 
@@ -69,12 +71,7 @@ def test_a_template_that_is_not_incremental_is_rerendered(loaded_model):
         "'<|im_start|>' + message['role'] + ('*' if loop.last else '')",
     )
     lm = _with_template(loaded_model, template)
-    settings = SplitSettings(
-        buckets=[
-            Bucket(max_prompt_len=1 << 20, cloud_tokens=4, min_interval_s=0, max_interval_s=0.05)
-        ]
-    )
-    client = DeviceClient(None, model=lm, settings=settings)
+    client = DeviceClient(None, model=lm, settings=fast_pacing(cloud_tokens=4))
     scratch = DeviceClient(None, model=lm)
     try:
         chat = client.session()
@@ -105,3 +102,19 @@ def test_settings_bucket_follows_the_uncached_tokens():
     assert settings.bucket_for(1500, num_device_cached=1470) is short
     assert settings.bucket_for(1500, num_device_cached=500) is long
     assert settings.bucket_for(10, num_device_cached=10) is short
+
+
+def test_bucket_counts_the_cached_context_a_follow_up_attends_to():
+    """New tokens after a long cached context cost the device more than the same tokens alone
+    (attention over the cache): given its prefill cost, the bucket is the fresh length that
+    takes as long, so a follow-up gets the N that covers its real prefill time."""
+    short = Bucket(max_prompt_len=256, cloud_tokens=4, min_interval_s=0, max_interval_s=1)
+    long = Bucket(max_prompt_len=4096, cloud_tokens=64, min_interval_s=0, max_interval_s=1)
+    settings = SplitSettings(buckets=[short, long])
+    phone = PrefillCost(a=0.1, b=0.01, c=1e-5)  # 200 new after 6000 cached ~ a fresh 1200
+    assert equivalent_prompt_len(200, 6000, phone) == 1200
+    assert phone.time(1200) == pytest.approx(phone.extend_time(200, 6000))
+    assert settings.bucket_for(6200, num_device_cached=6000) is short  # new tokens alone
+    assert settings.bucket_for(6200, num_device_cached=6000, prefill=phone) is long
+    assert settings.bucket_for(6200, 6000, PrefillCost(a=0.1, b=0.01)) is short  # no attention term
+    assert settings.bucket_for(200, 0, phone) is short  # nothing cached: the prompt itself

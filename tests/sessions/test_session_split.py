@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
-from session_helpers import fast_pacing
+from support import fast_pacing
 
 from benchmarks.data.conversation import chapter
 from common.errors import CloudUnavailable

@@ -22,7 +22,16 @@ def test_tune_writes_valid_settings(profile_files, tmp_path):
     result = _tune(*profile_files, out, "--input-lens", "64,1024", "--slo", "ttft:1000")
     assert result.exit_code == 0, result.output
     assert "no-stall binds" in result.output
-    assert SplitSettings.load(out).buckets[0].use_cloud is False
+    saved = SplitSettings.load(out)
+    assert saved.buckets[0].use_cloud is False
+    # the command line is saved with the settings, as its config
+    assert saved.tuner["options"]["input_lens"] == "64,1024"
+    assert saved.tuner["options"]["slo"] == "ttft:1000" and saved.tuner["options"]["rtt_ms"] == 50
+
+
+def test_tune_needs_both_profiles_and_the_output(profile_files, tmp_path):
+    result = runner.invoke(app, ["tune", "--device-profile", str(profile_files[0])])
+    assert result.exit_code == 2 and "Missing option" in result.output
 
 
 @pytest.mark.parametrize(
@@ -74,6 +83,24 @@ def test_simulate_reports_the_gain(profile_files, tmp_path):
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["gain"] > 1.0
     assert [m["mode"] for m in report["modes"]] == ["cloud-only", "device-only", "pd"]
+    assert report["options"]["num_requests"] == 300 and report["options"]["cloud_slots"] == 8
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--cloud-slots", "0"), ("--num-requests", "9"), ("--display-sample", "-1")]
+)
+def test_simulate_refuses_out_of_range_options(flag, value):
+    result = runner.invoke(app, ["simulate", flag, value])
+    assert result.exit_code == 2 and f"{flag} must be >=" in result.output
+
+
+def test_profile_refuses_bad_lengths_before_loading_the_model(tmp_path):
+    args = ["profile", "cloud", "-o", str(tmp_path / "c.json"), "--lengths", "64"]
+    result = runner.invoke(app, args)
+    assert (
+        result.exit_code == 2 and "--lengths needs at least two positive lengths" in result.output
+    )
+    assert not (tmp_path / "c.json").exists()
 
 
 def test_simulate_rejects_a_missing_profile(tmp_path, profile_files):
@@ -92,5 +119,6 @@ def test_profile_smoke_run_with_the_real_model(tmp_path):
     assert result.exit_code == 0, result.output
     profile = load_profile(out, "device")
     assert profile.meta["slowdown"] == 2.0 and profile.meta["threads"] == 1
+    assert profile.meta["options"]["lengths"] == [8, 16, 24]  # its command line, saved
     assert [r["length"] for r in profile.measurements["prefill"]] == [8, 16, 24]
     assert profile.prefill.time(16) > 0 and profile.decode.d0 > 0

@@ -101,7 +101,11 @@ def test_the_handoff_stops_the_cloud_before_its_budget():
     work = poisson_workload(0.01, 20, [256], 512, 1)
     res = simulate_mode("pd", work, _fleet(wide))
     assert 100 < res.cloud_tokens < 160
-    assert res.mean_handoff <= res.cloud_tokens <= res.mean_handoff + 3
+    # Past the m tokens shown, the cloud decodes while the handoff is on the wire (tokens sent
+    # within one RTT of it: 50 ms at >= 20 ms a step) and the step in flight when it arrives.
+    step = fast_cloud().batch.e0 + fast_cloud().batch.e1
+    extra = NetworkProfile().rtt_s / step + 1
+    assert res.mean_handoff + 1 <= res.cloud_tokens <= res.mean_handoff + extra + 1
 
 
 def test_pd_meets_the_slo_only_with_the_clouds_first_token():

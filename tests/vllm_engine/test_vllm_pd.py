@@ -8,16 +8,8 @@ import grpc
 import httpx
 import pytest
 from httpx_sse import connect_sse
-from vllm_helpers import (
-    MAX_CONCURRENT,
-    STORY,
-    end_of,
-    grpc_events,
-    http_events,
-    index_of,
-    token_ids,
-    wait_idle,
-)
+from support import end_of, grpc_events, http_events, index_of, token_ids
+from vllm_helpers import MAX_CONCURRENT, STORY, wait_idle
 
 from common.messages import GenerateRequest, KeepSet, SamplingParams
 from common.wire import REQUEST_SECRET_HEADER
