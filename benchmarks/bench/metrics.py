@@ -107,6 +107,7 @@ class RequestRecord:
             "handoff_index": self.handoff_index,
             "cloud_tokens": self.cloud_tokens,
             "cloud_busy_s": self.cloud_busy_s,
+            "cloud_cached_tokens": r.cloud_cached_tokens if r else None,
             "kept_prompt_tokens": r.kept_prompt_tokens if r else None,
             "fallback": self.fallback,
             "end_reason": r.end_reason if r else "",

@@ -40,6 +40,10 @@ class BenchOptions:
     modes: str = knob("device,cloud,pd", "comma list of device, cloud, pd, pd+refine")
     cloud: str | None = knob(None, "a running cloud (http://... or grpc://...); default: embedded")
     cloud_threads: int = knob(1, "torch threads of the embedded cloud")
+    cloud_prefix_cache_mb: int = knob(
+        0, "prefix cache of the embedded cloud (MiB); 0: off, so that modes replaying the same "
+        "prompts do not reuse each other's prefill"
+    )
     transport: str | None = knob(None, "http | grpc (default: from the URL scheme)")
     model: str = knob(DEFAULT_MODEL, "model alias or transformers folder")
     input_lens: list[int] | None = knob(
@@ -85,6 +89,7 @@ class BenchOptions:
             (self.max_concurrency >= 1, "--max-concurrency must be >= 1"),
             (self.request_rate > 0 and self.burstiness > 0, "--request-rate, --burstiness must be > 0"),
             (self.virtual_devices >= 0, "--virtual-devices must be >= 0"),
+            (self.cloud_prefix_cache_mb >= 0, "--cloud-prefix-cache-mb must be >= 0"),
             (self.cloud_tokens is None or self.cloud_tokens >= 0, "--cloud-tokens must be >= 0"),
             (self.transport in (None, "http", "grpc"), "--transport must be http or grpc"),
             (self.max_interval_ms is None or self.max_interval_ms > 0, "--max-interval-ms must be > 0"),

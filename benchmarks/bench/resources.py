@@ -50,5 +50,6 @@ def cloud_url(opts: BenchOptions, console: Console, needs_cloud: bool, max_concu
 
     console.print(f"[dim]starting an embedded cloud ({opts.cloud_threads} threads)...[/dim]")
     args = ("--model", opts.model, "--max-concurrent", str(max(4, max_concurrent)))
+    args += ("--prefix-cache-mb", str(opts.cloud_prefix_cache_mb))
     with embedded_cloud(*args, threads=opts.cloud_threads) as proc:
         yield proc.url(opts.transport or "http")

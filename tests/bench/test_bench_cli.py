@@ -150,3 +150,21 @@ def test_bad_goodput_and_lengths():
     assert_clean_failure(bench("--input-lens", "64,abc"), "--input-lens")
     assert_clean_failure(bench("--max-interval-ms", "0"), "--max-interval-ms must be > 0")
     assert_clean_failure(bench("--modes", "pd+refine"), "needs --refine-ratio")
+
+
+@pytest.mark.parametrize("cache_mb", [None, 64])
+def test_embedded_cloud_prefix_cache_is_off_unless_asked(tmp_path, cache_mb):
+    """The modes replay the same prompts: with the embedded cloud's prefix cache on, pd would
+    prefill from cloud-only's cached KV and look cheaper than it is."""
+    out = tmp_path / "r.json"
+    extra = [] if cache_mb is None else ["--cloud-prefix-cache-mb", str(cache_mb)]
+    res = bench("--quick", "--input-lens", "64", "--output-len", "4", "--num-prompts", "1",
+                "--modes", "cloud,pd", "--cloud-tokens", "3", "--save-result", str(out), *extra)  # fmt: skip
+    assert res.exit_code == 0, res.output
+    rows = json.loads(out.read_text())["requests"]
+    pd = [r for r in rows if r["mode"] == "pd"]
+    assert pd and all(r["cloud_cached_tokens"] is not None for r in pd)
+    if cache_mb is None:
+        assert all(r["cloud_cached_tokens"] == 0 for r in rows)
+    else:  # the pd request's prompt was cloud-only's: all but its last token from the cache
+        assert all(r["cloud_cached_tokens"] > 0 for r in pd)
