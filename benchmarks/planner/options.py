@@ -91,6 +91,9 @@ class TuneOptions:
     cloud_engine: str | None = knob(
         None, "builtin | vllm: vllm cannot score prompts, so rho=0 (default: the cloud profile's)"
     )
+    cloud_slots: int = knob(
+        EngineConfig.max_concurrent_requests, "K: the cloud's slots (`pdd serve --max-concurrent`)"
+    )
 
 
 @dataclass(frozen=True)
@@ -103,9 +106,10 @@ class SimulateOptions:
     cloud_profile: str = knob("cpu-cloud", "cloud profile (file or `pdd profile list` name)")
     settings: str | None = knob(None, "settings JSON or shipped name (default: tune here)")
     cloud_slots: int = knob(8, "K: requests the cloud runs at once")
-    prefill_chunk_tokens: int = knob(
-        EngineConfig.prefill_chunk_tokens,
-        "the engine's chunked prefill, as `pdd serve` (0: whole prompts)",
+    prefill_chunk_tokens: int | None = knob(
+        None,
+        "the engine's chunked prefill, as `pdd serve` (0: whole prompts; default: the tuner's "
+        f"recommendation in the settings, else {EngineConfig.prefill_chunk_tokens})",
     )
     trace: str | None = knob(None, "Mooncake JSONL trace or shipped name (mooncake-5min)")
     request_rate: float | None = knob(None, "Poisson rate, or the trace rescaled to it, req/s")
@@ -134,7 +138,8 @@ class SimulateOptions:
     def __post_init__(self) -> None:
         _check([
             (self.cloud_slots >= 1, "--cloud-slots must be >= 1"),
-            (self.prefill_chunk_tokens >= 0, "--prefill-chunk-tokens must be >= 0"),
+            (self.prefill_chunk_tokens is None or self.prefill_chunk_tokens >= 0,
+             "--prefill-chunk-tokens must be >= 0"),
             (self.num_requests is None or self.num_requests >= 10, "--num-requests must be >= 10"),
             (self.display_sample >= 0, "--display-sample must be >= 0"),
         ])  # fmt: skip

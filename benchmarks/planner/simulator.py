@@ -22,6 +22,7 @@ from benchmarks.planner.sim_fleet import MODES, Fleet, ModeResult, max_rate, sim
 from benchmarks.planner.sim_workload import Workload, poisson_workload, scaled, trace_workload
 from benchmarks.planner.tuner import Slo, TuneConfig, tune
 from benchmarks.planner.tuning_inputs import parse_slo
+from cloud_server.config import EngineConfig
 from common.cli_options import command_from, config_json
 from common.profiles import NetworkProfile, ProfileError
 from common.settings import SplitSettings
@@ -42,8 +43,11 @@ def default_slo(
     return ttft, tpot
 
 
-def tuned_settings(devices, cloud, work: Workload, network, slo: Slo, refine=None) -> list:
-    """One settings file per device class, tuned for the workload's lengths (powers of two)."""
+def tuned_settings(
+    devices, cloud, work: Workload, network, slo: Slo, refine=None, slots: int = 8
+) -> list:
+    """One settings file per device class, tuned for the workload's lengths (powers of two)
+    and the cloud's ``slots``."""
     longest, edges, edge = int(work.prompt_lens.max()), [], 128
     while True:
         edges.append(edge)
@@ -52,8 +56,20 @@ def tuned_settings(devices, cloud, work: Workload, network, slo: Slo, refine=Non
         edge *= 2
     out_len = max(int(np.median(work.output_lens)), 2)
     quality, floor = refine if refine else (None, None)
-    cfg = TuneConfig(edges, out_len, network, slo, quality=quality, quality_floor=floor)
+    cfg = TuneConfig(
+        edges, out_len, network, slo, quality=quality, quality_floor=floor, cloud_slots=slots
+    )
     return [tune(dev, cloud, cfg) for dev in devices]
+
+
+def chunk_tokens(given: int | None, settings: list[SplitSettings]) -> int:
+    """The cloud's prefill chunk: as given, else the smallest the settings' tuner recommends
+    (``chunk_plan``: it keeps pd streams at their Δplan under load), else the engine's default."""
+    if given is not None:
+        return given
+    recs = [((s.tuner or {}).get("cloud") or {}).get("prefill_chunk_tokens") for s in settings]
+    recs = [r for r in recs if r]
+    return min(recs) if recs else EngineConfig.prefill_chunk_tokens
 
 
 def summarise(name: str, res: ModeResult, rate: float | None) -> dict:
@@ -200,7 +216,9 @@ def simulate_command(opts: SimulateOptions) -> None:
         split = (
             [SplitSettings.load(settings_path(opts.settings))]
             if opts.settings
-            else tuned_settings(devices, cloud, work, network, Slo(ttft_s, tpot_s))
+            else tuned_settings(
+                devices, cloud, work, network, Slo(ttft_s, tpot_s), slots=opts.cloud_slots
+            )
         )
         rate_list = _floats(opts.rates, "--rates")
     except (ProfileError, ValueError, OSError) as exc:
@@ -215,7 +233,7 @@ def simulate_command(opts: SimulateOptions) -> None:
         ttft_s or d_ttft,
         tpot_s or d_tpot,
         opts.percentile,
-        opts.prefill_chunk_tokens,
+        chunk_tokens(opts.prefill_chunk_tokens, split),
     )
     for note in filter(None, notes):
         typer.echo(note)

@@ -17,10 +17,12 @@ from datetime import datetime, timezone
 
 import typer
 
+from benchmarks.planner.chunk_plan import recommend_chunk
 from benchmarks.planner.options import TuneOptions, fail
 from benchmarks.planner.profiles import check_prompt_lens, load_named
 from benchmarks.planner.sim_workload import trace_path
 from benchmarks.planner.tuning_inputs import buckets_from_trace, load_quality, parse_slo
+from cloud_server.config import EngineConfig
 from common.cli_options import command_from, config_json
 from common.messages import MAX_REFINE_RATIO
 from common.profiles import CloudProfile, DeviceProfile, NetworkProfile, ProfileError
@@ -63,6 +65,7 @@ class TuneConfig:
     quality: dict[float, float] | None = None  # refine ratio -> measured agreement
     quality_floor: float | None = None
     cloud_can_score: bool = True  # False: the cloud engine gives no keep-sets (vllm): rho = 0
+    cloud_slots: int = EngineConfig.max_concurrent_requests  # K, for the cloud-side setting
 
 
 @dataclass(frozen=True)
@@ -250,6 +253,7 @@ def tune(dev: DeviceProfile, cloud: CloudProfile, cfg: TuneConfig) -> SplitSetti
         raise ValueError("need prompt lengths >= 1 and an output length >= 2")
     plans = [plan_bucket(L, dev, cloud, cfg) for L in sorted(set(cfg.input_lens))]
     provenance = {
+        "cloud": cloud_setting(plans, cloud, cfg),
         "objective": "least cloud busy seconds per request s.t. no stall, TTFT/TPOT SLOs, quality",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "output_len": cfg.output_len,
@@ -278,6 +282,15 @@ def cloud_can_score(engine: str | None, cloud: CloudProfile) -> bool:
     return engine == "builtin"
 
 
+def cloud_setting(plans: list[Plan], cloud: CloudProfile, cfg: TuneConfig) -> dict | None:
+    """The prefill chunk for ``pdd serve`` that keeps every cloud stream's tokens within its
+    Δmax under load (``chunk_plan``); None when no bucket uses the cloud."""
+    caps = [p.bucket.max_interval_s for p in plans if p.bucket.use_cloud]
+    if not caps:
+        return None
+    return recommend_chunk(cloud, cfg.cloud_slots, max(cfg.input_lens), min(caps))
+
+
 @command_from(TuneOptions, on_error=fail)
 def tune_command(opts: TuneOptions) -> None:
     """Choose N, refine ratio and pacing per prompt-length bucket from measured profiles."""
@@ -300,6 +313,7 @@ def tune_command(opts: TuneOptions) -> None:
             quality=quality,
             quality_floor=opts.quality_floor,
             cloud_can_score=can_score,
+            cloud_slots=opts.cloud_slots,
         )
         settings = tune(dev, cloud, cfg)
     except (ProfileError, InfeasibleError, ValueError, OSError) as exc:
@@ -317,4 +331,9 @@ def tune_command(opts: TuneOptions) -> None:
             f" TTFT={pred['ttft_s']:.2f}s cloud={pred['cloud_busy_s']:.2f}s"
             f" (cloud-only {pred['cloud_only_busy_s']:.2f}s)\n    {bucket.reason}"
         )
+    cloud_rec = (settings.tuner or {}).get("cloud")
+    if cloud_rec:
+        chunk = cloud_rec["prefill_chunk_tokens"]
+        flag = f"pdd serve --prefill-chunk-tokens {chunk} " if chunk else ""
+        typer.echo(f"cloud: {flag}({cloud_rec['reason']})")
     typer.echo(f"settings -> {opts.output}")
