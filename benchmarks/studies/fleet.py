@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,7 @@ import typer
 from benchmarks.planner.profiles import load_named
 from benchmarks.planner.sim_fleet import Fleet, max_rate, simulate_mode
 from benchmarks.planner.sim_workload import poisson_workload, scaled, trace_workload
-from benchmarks.planner.simulator import tuned_settings
+from benchmarks.planner.simulator import chunk_tokens, tuned_settings
 from benchmarks.planner.tuner import Slo
 from benchmarks.planner.tuning_inputs import load_quality
 from common.profiles import NetworkProfile
@@ -71,8 +71,6 @@ def split_only(settings: list[SplitSettings], devices, cloud, work, net, slo) ->
     """The same settings with every device-only bucket made pd (the tuner sized at a TTFT target
     just above the cloud's): the gain of the split alone, without routing short prompts to the
     device."""
-    from dataclasses import replace
-
     from benchmarks.planner.tuner import InfeasibleError, TuneConfig, plan_bucket
     from common.timing_model import ttft_pd
 
@@ -116,12 +114,14 @@ def run_row(sc: Scenario, num: int, sample: int) -> dict:
     quality = (load_quality(QUALITY_FILE), QUALITY_FLOOR)
     row: dict = {"workload": sc.workload, "devices": list(sc.devices), "cloud": sc.cloud}
     row["output_len"] = sc.output_len or int(np.median(work.output_lens))
-    base = None
+    base = chunk = None
     for label, refine in (("pd", None), ("pd+refine", quality), ("split only", None)):
-        settings = tuned_settings(devices, cloud, work, net, slo, refine)
+        settings = tuned_settings(devices, cloud, work, net, slo, refine, slots=SLOTS)
         if label == "split only":
             settings = split_only(settings, devices, cloud, work, net, slo)
-        fleet = Fleet(settings, devices, cloud, net, SLOTS, SLO_TTFT_S, SLO_TPOT_S)
+        if chunk is None:  # one cloud configuration per row: the tuner's chunk, for every mode
+            chunk = row["prefill_chunk_tokens"] = chunk_tokens(None, settings)
+        fleet = Fleet(settings, devices, cloud, net, SLOTS, SLO_TTFT_S, SLO_TPOT_S, 90.0, chunk)
         if base is None:
             base = max_rate("cloud-only", work, fleet, sample)
             row["cloud_only_rate"] = base
@@ -152,10 +152,7 @@ def _fixed_rows(work, fleet: Fleet, settings, sample: int) -> list[dict]:
 
 
 def _with(fleet: Fleet, settings) -> Fleet:
-    return Fleet(
-        settings, fleet.devices, fleet.cloud, fleet.network, fleet.slots, fleet.slo_ttft_s,
-        fleet.slo_tpot_s,
-    )  # fmt: skip
+    return replace(fleet, settings=settings)
 
 
 def _why(work, cloud, res, out_len: int) -> str:
@@ -181,11 +178,11 @@ def _fmt(x) -> str:
 
 def print_table(rows: list[dict]) -> None:
     typer.echo(
-        "| workload | devices | cloud | O | cloud-only req/s | gain pd | gain pd+refine | "
+        "| workload | devices | cloud | O | chunk | cloud-only req/s | gain pd | gain pd+refine | "
         "gain split only | stalls | device-only / cloud-only share | tuned vs best fixed N "
         "(busy s, stalls) |"
     )
-    typer.echo("|" + "---|" * 11)
+    typer.echo("|" + "---|" * 12)
     for r in rows:
         pd, rf = r["pd"], r["pd+refine"]
         ok = [f for f in r["fixed"] if f["stall_rate"] <= pd["stall_rate"] + 1e-9]
@@ -198,7 +195,7 @@ def print_table(rows: list[dict]) -> None:
         )
         typer.echo(
             f"| {r['workload']} | {'+'.join(d.removeprefix('phone-') for d in r['devices'])} | "
-            f"{r['cloud']} | {r['output_len']} | {r['cloud_only_rate']:.3g} | {_fmt(pd['gain'])} | "
+            f"{r['cloud']} | {r['output_len']} | {r['prefill_chunk_tokens']} | {r['cloud_only_rate']:.3g} | {_fmt(pd['gain'])} | "
             f"{_fmt(rf['gain'])} | {_fmt(r['split only']['gain'])} | {pd['stall_rate']:.1%} | {pd['share_device_only']:.0%} / "
             f"{pd['share_cloud_only']:.0%} | {vs} |"
         )
