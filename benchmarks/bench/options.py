@@ -41,8 +41,9 @@ class BenchOptions:
     cloud: str | None = knob(None, "a running cloud (http://... or grpc://...); default: embedded")
     cloud_threads: int = knob(1, "torch threads of the embedded cloud")
     cloud_prefix_cache_mb: int = knob(
-        0, "prefix cache of the embedded cloud (MiB); 0: off, so that modes replaying the same "
-        "prompts do not reuse each other's prefill"
+        0,
+        "prefix cache of the embedded cloud (MiB); 0: off, so that modes replaying the same "
+        "prompts do not reuse each other's prefill",
     )
     transport: str | None = knob(None, "http | grpc (default: from the URL scheme)")
     model: str = knob(DEFAULT_MODEL, "model alias or transformers folder")

@@ -32,7 +32,7 @@ def loaded_token_interval(cloud: CloudProfile, slots: int, chunk: int, longest: 
     """Seconds between two tokens of a stream while other prompts prefill: a decode round over
     ``slots`` requests, then one ``chunk`` of a prompt at its deepest position."""
     chunk = min(chunk, longest)
-    step = cloud.batch.e0 + cloud.batch.e1 * slots
+    step = cloud.batch.step_time(slots)
     return step + cloud.prefill.extend_time(chunk, max(longest - chunk, 0))
 
 

@@ -203,7 +203,7 @@ def build_profile(
         loaded, levels or FULL_CONCURRENCY, lengths[len(lengths) // 2], 8, slowdown
     )
     measurements["batch_decode"] = batch_rows
-    batch = fit_batch(*_medians(batch_rows, "concurrency"))
+    batch = fit_batch(*_medians(batch_rows, "concurrency"), split_lone=True)  # no mask alone
     meta["concurrency_method"] = "the engine's decode round over B requests (Engine.step)"
     return CloudProfile(
         prefill=prefill, decode=decode, batch=batch, meta=meta, measurements=measurements
@@ -236,7 +236,8 @@ def _measure(target: Target, opts: ProfileOptions) -> None:
     )
     if isinstance(profile, CloudProfile):
         b = profile.batch
-        typer.echo(f"  batch step {b.e0 * 1e3:.1f} ms + {b.e1 * 1e3:.2f} ms/request")
+        lone = f"; alone {b.lone_s * 1e3:.1f} ms" if b.lone_s is not None else ""
+        typer.echo(f"  batch step {b.e0 * 1e3:.1f} ms + {b.e1 * 1e3:.2f} ms/request{lone}")
 
 
 def _bad_parameter(message: str) -> NoReturn:

@@ -239,7 +239,7 @@ class _CloudSim:
 
     def _decode(self, seqs: list) -> None:
         num = len(seqs)
-        step_s = self.cloud.batch.e0 + self.cloud.batch.e1 * num
+        step_s = self.cloud.batch.step_time(num)
         k = self._rounds_to_take(step_s)
         if self.trace is not None:
             ids = tuple(job.index for job in seqs)

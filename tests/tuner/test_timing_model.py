@@ -6,11 +6,16 @@ import pytest
 from tuner_profiles import fast_cloud, slow_device
 
 from common.profiles import (
+    CloudProfile,
+    DecodeCost,
+    PrefillCost,
     ProfileError,
     fit_batch,
     fit_decode,
     fit_prefill,
     load_profile,
+    profile_from_dict,
+    profile_to_dict,
     save_profile,
 )
 from common.timing_model import catch_up_time, cloud_gain, handoff_index, min_safe_budget
@@ -41,6 +46,28 @@ def test_decode_and_batch_fits_are_linear():
     batch = fit_batch([1, 2, 4, 8], [0.03 + 0.01 * b for b in (1, 2, 4, 8)])
     assert (batch.e0, batch.e1) == pytest.approx((0.03, 0.01), rel=1e-6)
     assert batch.share_per_token(8) == pytest.approx(0.11 / 8)
+    assert batch.lone_s is None  # one line fits every level: no special case
+
+
+def test_a_lone_request_round_that_no_line_fits_is_kept_apart():
+    """This CPU's engine: 58 ms alone, 92 / 95 / 137 ms at B = 2 / 4 / 8 (the padded batch and
+    its mask cost ~30 ms once). One line through all four put B = 2 at 75 ms."""
+    levels, times = [1, 2, 4, 8], [0.058, 0.092, 0.095, 0.137]
+    batch = fit_batch(levels, times, split_lone=True)
+    assert fit_batch(levels, times).lone_s is None  # only when asked (derived profiles: no)
+    assert batch.lone_s == pytest.approx(0.058)
+    assert batch.step_time(1) == pytest.approx(0.058)
+    for b, t in zip(levels[1:], times[1:], strict=True):
+        assert batch.step_time(b) == pytest.approx(t, rel=0.1)
+    one_line = fit_batch(
+        levels[1:], times[1:], split_lone=True
+    )  # the batched levels alone: the same line
+    assert (batch.e0, batch.e1) == pytest.approx((one_line.e0, one_line.e1))
+    assert one_line.lone_s is None and one_line.step_time(1) > 0.07
+    saved = profile_from_dict(
+        profile_to_dict(CloudProfile(PrefillCost(0, 1e-3), DecodeCost(0.05), batch)), "cloud"
+    )
+    assert saved.batch == batch  # lone_s survives a save and a load (None too, as null)
 
 
 def test_budget_and_handoff_follow_the_formulas():
