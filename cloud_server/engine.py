@@ -21,7 +21,7 @@ from common.messages import End, EndReason, GenerateRequest, KeepSet, Usage
 from common.model import LoadedModel
 
 from .config import EngineConfig
-from .engine_api import Event
+from .engine_api import EngineExtras, Event
 from .metrics import Metrics
 from .model_runner import ModelRunner, SeqOutput
 from .scheduler import Scheduler, SequenceStatus, Step, StepKind
@@ -120,23 +120,29 @@ class Engine:
 
     # ---- requests (called from the event loop thread) --------------------------------------
 
-    def submit(self, request: GenerateRequest, owner: str = "") -> SequenceStream:
+    extra_params = frozenset({"ignore_eos"})  # OpenAI route options taken (no penalties)
+
+    def submit(
+        self, request: GenerateRequest, owner: str = "", extras: EngineExtras | None = None
+    ) -> SequenceStream:
         """Validate and admit ``request`` at once, or raise a ``PDError`` saying why not (counted
-        in ``metrics.rejected``). Call from the event loop that will consume the stream."""
+        in ``metrics.rejected``). Call from the event loop that will consume the stream.
+        ``extras``: an OpenAI request's ``ignore_eos`` (the only one offered here)."""
         try:
-            seq = self._admit(request, owner)
+            seq = self._admit(request, owner, extras is not None and extras.ignore_eos)
         except PDError as err:
             self.metrics.count_rejected(err.code)
             raise
         return SequenceStream(self, seq)
 
-    def _admit(self, request: GenerateRequest, owner: str) -> Sequence:
+    def _admit(self, request: GenerateRequest, owner: str, ignore_eos: bool = False) -> Sequence:
         loop = asyncio.get_running_loop()
         prompt_ids = prompt_ids_for(request, self.loaded)
         check_request(request, prompt_ids, self.loaded, self.config)
         seq = Sequence(
             request=request,
             owner=owner,
+            ignore_eos=ignore_eos,
             prompt_ids=prompt_ids,
             max_new_tokens=max_new_tokens_for(request),
             mailbox=Mailbox(loop),
@@ -254,7 +260,7 @@ class Engine:
                 prefill_s=seq.prefill_s,
             )
         seq.mailbox.put(seq.append_token(token_id))
-        reason = seq.natural_end(self.loaded.eos_token_ids)
+        reason = seq.natural_end(frozenset() if seq.ignore_eos else self.loaded.eos_token_ids)
         if reason is not None:
             self._finish(seq, reason, "")
 

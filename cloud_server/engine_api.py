@@ -15,6 +15,7 @@ two requests, and a handoff from another owner gets exactly the answer an unknow
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from common.messages import End, FirstToken, GenerateRequest, KeepSet, Token
@@ -28,6 +29,30 @@ if TYPE_CHECKING:  # no torch / transformers import just to name the contract
     from .metrics import Metrics
 
 Event = KeepSet | FirstToken | Token | End  # what a RequestStream yields; the last one is End
+
+_NEUTRAL_PENALTIES = {"presence_penalty": 0.0, "frequency_penalty": 0.0, "repetition_penalty": 1.0}
+
+
+@dataclass(frozen=True)
+class EngineExtras:
+    """Options of one OpenAI-route request (a cloud-only answer) that not every engine offers:
+    vLLM's penalties, and ``ignore_eos`` (run to ``max_tokens`` past end-of-sequence tokens, as
+    vLLM's benchmark client asks for with random prompts). An engine lists the ones it takes in
+    ``extra_params``; the OpenAI layer refuses the others by name (``openai_api.engine_extras``).
+    The defaults change nothing."""
+
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    ignore_eos: bool = False
+
+    @property
+    def uses_penalties(self) -> bool:
+        return any(getattr(self, k) != v for k, v in _NEUTRAL_PENALTIES.items())
+
+    @classmethod
+    def names(cls) -> frozenset[str]:
+        return frozenset(f.name for f in fields(cls))
 
 
 class ModelInfo(Protocol):
@@ -97,9 +122,12 @@ class CloudEngine(Protocol):
         """``close()`` and wait for the engine's workers to finish."""
         ...
 
-    def submit(self, request: GenerateRequest, owner: str = "") -> RequestStream:
+    def submit(
+        self, request: GenerateRequest, owner: str = "", extras: EngineExtras | None = None
+    ) -> RequestStream:
         """Validate and admit ``request`` at once, or raise a ``PDError`` saying why not (and
-        count it in ``metrics.rejected``). Call from the event loop that consumes the stream."""
+        count it in ``metrics.rejected``). Call from the event loop that consumes the stream.
+        ``extras``: only the options named in the engine's ``extra_params``."""
         ...
 
     def handoff(self, request_id: str, at_index: int, owner: str = "") -> str:

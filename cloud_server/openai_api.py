@@ -36,7 +36,7 @@ from common.messages import (
 )
 from common.wire import parse_body, validation_message
 
-from .engine_api import CloudEngine, RequestStream
+from .engine_api import CloudEngine, EngineExtras, RequestStream
 from .front_end import new_secret, submit, tokenized
 from .http_errors import error_body
 from .openai_logprobs import LogprobFormatter
@@ -231,21 +231,19 @@ class Answer:
 
 
 def engine_extras(req: CompletionRequest | ChatRequest, engine: CloudEngine):
-    """The request's engine-only options (penalties) for an engine that takes them; a 400 that
-    names each one otherwise. None when the request gives none."""
-    penalties = req.penalties
-    if not penalties:
+    """The request's engine-dependent options (penalties, ``ignore_eos``) for an engine that
+    takes them; a 400 that names each one otherwise. None when the request gives none."""
+    options = req.engine_options
+    if not options:
         return None
     offered = getattr(engine, "extra_params", frozenset())
-    refused = sorted(set(penalties) - offered)
+    refused = sorted(set(options) - offered)
     if refused:
         raise InvalidRequest(
             f"unsupported parameter(s): {', '.join(refused)}; this server's engine does not "
             "offer them (leave them out, or serve with `pdd serve --engine vllm`)"
         )
-    from .vllm_params import VllmExtras
-
-    return VllmExtras(**penalties)
+    return EngineExtras(**options)
 
 
 async def unless_disconnected(request: Request, answer: Awaitable[dict]) -> dict | Response:

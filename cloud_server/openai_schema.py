@@ -7,7 +7,7 @@ their neutral value (which changes nothing) and otherwise refused with a 400 tha
 other field is refused as unknown. ``user`` is accepted (it changes no output). The penalties
 (``presence_penalty``, ``frequency_penalty`` and vLLM's ``repetition_penalty``) are declared here;
 the engine decides: the vllm engine applies them, the builtin engine refuses a non-neutral one
-(``openai_api.engine_extras``).
+(``openai_api.engine_extras``), and so does vLLM's ``ignore_eos`` (both engines take it).
 """
 
 from __future__ import annotations
@@ -75,11 +75,18 @@ class _Common(BaseModel):
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0, allow_inf_nan=False)
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0, allow_inf_nan=False)
     repetition_penalty: float | None = Field(None, gt=0.0, le=2.0, allow_inf_nan=False)
+    ignore_eos: bool = Field(False, description="vLLM's: decode to max_tokens past end-of-sequence")
 
     @property
-    def penalties(self) -> dict[str, float]:
-        """The penalties given at a value that changes the answer (vLLM's neutral values)."""
-        neutral = {"presence_penalty": 0.0, "frequency_penalty": 0.0, "repetition_penalty": 1.0}
+    def engine_options(self) -> dict[str, float | bool]:
+        """The engine-dependent options given at a value that changes the answer (vLLM's
+        neutral values: no penalty, stop at end-of-sequence)."""
+        neutral = {
+            "presence_penalty": 0.0,
+            "frequency_penalty": 0.0,
+            "repetition_penalty": 1.0,
+            "ignore_eos": False,
+        }
         given = {k: getattr(self, k) for k in neutral}
         return {k: v for k, v in given.items() if v is not None and v != neutral[k]}
 

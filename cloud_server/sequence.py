@@ -42,6 +42,7 @@ class Sequence:
     detokenizer: Detokenizer
     arrival_s: float
     owner: str = ""  # opaque, from the front end; see ``engine_api``
+    ignore_eos: bool = False  # an OpenAI request's: end at max_tokens only
     status: SequenceStatus = SequenceStatus.QUEUED
     token_ids: list[int] = field(default_factory=list)
     admitted_s: float | None = None

@@ -41,12 +41,12 @@ from common.messages import End, EndReason, GenerateRequest, KeepSet, Usage
 from common.platform import set_threads
 
 from .config import ServerConfig
-from .engine_api import Event
+from .engine_api import EngineExtras, Event
 from .metrics import Metrics
 from .sequence import Mailbox, RequestKey, Sequence
 from .validation import check_request, max_new_tokens_for, prompt_ids_for
 from .vllm_model import ServedModel, load_served_model
-from .vllm_params import VllmExtras, prompt_logprobs, sampling_params_for, token_logprob
+from .vllm_params import prompt_logprobs, sampling_params_for, token_logprob
 from .vllm_sampler import FAULT_DIR_ENV, QUALNAME, fault_path
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ class VllmRequestStream:
 class _Running:
     seq: Sequence
     engine_id: str  # the id inside vLLM: unique even when two owners reuse a request id
-    extras: VllmExtras | None = None  # OpenAI routes: vLLM-only sampling options
+    extras: EngineExtras | None = None  # OpenAI routes: penalties, ignore_eos
     task: asyncio.Task | None = None
     is_finished: bool = False
     num_dropped: int = 0  # tokens vLLM delivered after a stop was asked (not sent on)
@@ -112,7 +112,7 @@ class _Running:
 
 class VllmEngine:
     can_score_prompts = False
-    extra_params = frozenset(VllmExtras.__dataclass_fields__)  # OpenAI parameters taken here
+    extra_params = EngineExtras.names()  # OpenAI route options taken here: all
 
     def __init__(
         self,
@@ -165,7 +165,7 @@ class VllmEngine:
     # ---- requests (on the event loop) ------------------------------------------------------
 
     def submit(
-        self, request: GenerateRequest, owner: str = "", extras: VllmExtras | None = None
+        self, request: GenerateRequest, owner: str = "", extras: EngineExtras | None = None
     ) -> VllmRequestStream:
         """Validate and admit ``request`` at once, or raise (and count) a ``PDError``.
         ``extras``: vLLM-only options of a cloud-only (OpenAI) request."""

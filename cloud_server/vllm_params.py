@@ -2,7 +2,7 @@
 
 - **Sampling.** Greedy and seeded pd rows run as greedy in vLLM; a seeded row's token is drawn by
   our ``PdSampler`` (``vllm_sampler.py``), so the device continues the same random stream.
-  ``VllmExtras`` (OpenAI routes only: penalties) hand the row to vLLM's own sampler instead:
+  ``EngineExtras`` with penalties (OpenAI routes only) hand the row to vLLM's own sampler instead:
   vLLM applies penalties after the logits processors, so our sampler would never see them. Those
   answers are cloud-only, so no device has to continue them; ``seed`` still makes them
   reproducible (vLLM's per-request generator).
@@ -13,40 +13,28 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from common.messages import TokenLogprob, TopLogprob
 
+from .engine_api import EngineExtras
 from .sequence import Sequence
 from .vllm_sampler import extra_args_for
 
 
-@dataclass(frozen=True)
-class VllmExtras:
-    """vLLM-only sampling options of one OpenAI request (neutral values change nothing)."""
-
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    repetition_penalty: float = 1.0
-
-    @property
-    def is_neutral(self) -> bool:
-        return self == VllmExtras()
-
-
 def sampling_params_for(
-    seq: Sequence, eos_ids: frozenset[int], extras: VllmExtras | None, fault_key: str = ""
+    seq: Sequence, eos_ids: frozenset[int], extras: EngineExtras | None, fault_key: str = ""
 ):
     """vLLM's parameters for ``seq``; ``fault_key`` names its fault file (``vllm_sampler``)."""
     from vllm import SamplingParams as VllmSamplingParams
     from vllm.sampling_params import RequestOutputKind
 
-    request, native = seq.request, extras is not None and not extras.is_neutral
+    request, native = seq.request, extras is not None and extras.uses_penalties
+    ignore_eos = extras is not None and extras.ignore_eos
     sampling = request.sampling
     fault_token = min(eos_ids) if eos_ids else 0
     common = {
         "max_tokens": seq.max_new_tokens,
-        "stop_token_ids": sorted(eos_ids),
+        "stop_token_ids": [] if ignore_eos else sorted(eos_ids),
+        "ignore_eos": ignore_eos,
         "detokenize": False,  # our Detokenizer makes the text, exactly as on builtin
         "skip_special_tokens": False,
         "output_kind": RequestOutputKind.DELTA,

@@ -9,7 +9,8 @@ Needs the ``vllm`` extra. Servers run one at a time, each alone on the machine, 
 threads, slots (``--max-concurrent`` = ``--max-num-seqs`` = the largest concurrency) and context.
 Requests are greedy (``--temperature 0``), so every server produces the same tokens and answers
 have the same lengths; ``--temperature`` > 0 compares samplers too (ours runs inside vLLM as a
-logits processor). ``--ignore-eos`` is not sent: our OpenAI route does not take it.
+logits processor). vLLM's client sends ``ignore_eos`` with random prompts (both engines take it), so
+every answer has ``--output-len`` tokens.
 """
 
 from __future__ import annotations

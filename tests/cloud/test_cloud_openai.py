@@ -97,6 +97,19 @@ def test_chat_finish_reason_is_stop_when_the_model_ends_the_answer(client, model
     assert out.choices[0].finish_reason == "stop" and out.usage.completion_tokens < 64
 
 
+def test_ignore_eos_decodes_to_max_tokens(client, model):
+    """vLLM's ``ignore_eos`` (its benchmark client sends it with random prompts): the answer
+    that ends by itself above runs on to max_tokens."""
+    messages = [{"role": "user", "content": "What is 2+2? Answer with one number."}]
+    args = {"model": model, "messages": messages, "max_tokens": 24, "temperature": 0}
+    ended = client.chat.completions.create(**args)
+    assert ended.choices[0].finish_reason == "stop" and ended.usage.completion_tokens < 24
+    out = client.chat.completions.create(**args, extra_body={"ignore_eos": True})
+    assert out.choices[0].finish_reason == "length" and out.usage.completion_tokens == 24
+    same = client.chat.completions.create(**args, extra_body={"ignore_eos": False})
+    assert same.choices[0].message.content == ended.choices[0].message.content
+
+
 @pytest.mark.parametrize(
     ("params", "named"),
     [

@@ -110,6 +110,16 @@ def test_chat_logprobs_stream_in_openai_shape(client):
         assert entry.logprob <= entry.top_logprobs[0].logprob + 1e-6
 
 
+def test_ignore_eos_decodes_to_max_tokens_on_vllm(client):
+    """vLLM's benchmark client sends ``ignore_eos`` with random prompts: honoured, not refused."""
+    messages = [{"role": "user", "content": "What is 2+2? Answer with one number."}]
+    args = {"model": "smollm2-135m", "messages": messages, "max_tokens": 24, "temperature": 0}
+    ended = client.chat.completions.create(**args)
+    assert ended.choices[0].finish_reason == "stop" and ended.usage.completion_tokens < 24
+    out = client.chat.completions.create(**args, extra_body={"ignore_eos": True})
+    assert out.choices[0].finish_reason == "length" and out.usage.completion_tokens == 24
+
+
 def test_repetition_penalty_is_applied_by_vllm(client):
     """Penalties are vLLM's own (cloud-only answers): they change the greedy answer."""
 
