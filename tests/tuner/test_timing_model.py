@@ -114,3 +114,17 @@ def test_profile_round_trip_and_clear_errors(tmp_path):
     )
     with pytest.raises(ProfileError, match=">= 0"):
         load_profile(path, "device")
+
+
+def test_refined_prompt_done_counts_the_kept_positions_in_the_part_not_yet_prefilled():
+    """The cloud keeps L - floor(ρL) positions of the whole prompt, mostly at its recent end: a
+    device a quarter through its prefill when the keep-set arrives still has all of them ahead
+    (measured: 78-80% of a 512-token prompt prefilled at ρ = 0.5, not the 62% of a uniform
+    share)."""
+    from common.profiles import DeviceProfile
+    from common.timing_model import prompt_done_time
+
+    dev = DeviceProfile(PrefillCost(0.0, 0.01), DecodeCost(0.05))  # 1000 tokens: 10 s
+    assert prompt_done_time(1000, 0.5, 2.5, dev) == pytest.approx(2.5 + 5.0)  # 500 kept ahead
+    assert prompt_done_time(1000, 0.5, 8.0, dev) == pytest.approx(10.0)  # only 200 left: all
+    assert prompt_done_time(1000, 0.0, 2.5, dev) == pytest.approx(10.0)  # no refinement
