@@ -30,8 +30,6 @@ if TYPE_CHECKING:  # no torch / transformers import just to name the contract
 
 Event = KeepSet | FirstToken | Token | End  # what a RequestStream yields; the last one is End
 
-_NEUTRAL_PENALTIES = {"presence_penalty": 0.0, "frequency_penalty": 0.0, "repetition_penalty": 1.0}
-
 
 @dataclass(frozen=True)
 class EngineExtras:
@@ -48,11 +46,17 @@ class EngineExtras:
 
     @property
     def uses_penalties(self) -> bool:
-        return any(getattr(self, k) != v for k, v in _NEUTRAL_PENALTIES.items())
+        neutral = self.neutral()
+        return any(getattr(self, k) != neutral[k] for k in neutral if k.endswith("_penalty"))
+
+    @classmethod
+    def neutral(cls) -> dict[str, float | bool]:
+        """Each option's value that changes nothing (its default)."""
+        return {f.name: f.default for f in fields(cls)}
 
     @classmethod
     def names(cls) -> frozenset[str]:
-        return frozenset(f.name for f in fields(cls))
+        return frozenset(cls.neutral())
 
 
 class ModelInfo(Protocol):

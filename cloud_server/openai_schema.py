@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
+from cloud_server.engine_api import EngineExtras
 from common.messages import MAX_TOP_LOGPROBS
 
 DEFAULT_CHAT_MAX_TOKENS = 512  # OpenAI's default is "the rest of the context"; we cap it
@@ -81,12 +82,7 @@ class _Common(BaseModel):
     def engine_options(self) -> dict[str, float | bool]:
         """The engine-dependent options given at a value that changes the answer (vLLM's
         neutral values: no penalty, stop at end-of-sequence)."""
-        neutral = {
-            "presence_penalty": 0.0,
-            "frequency_penalty": 0.0,
-            "repetition_penalty": 1.0,
-            "ignore_eos": False,
-        }
+        neutral = EngineExtras.neutral()
         given = {k: getattr(self, k) for k in neutral}
         return {k: v for k, v in given.items() if v is not None and v != neutral[k]}
 
