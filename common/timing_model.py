@@ -104,13 +104,16 @@ class Pacing:
 
 
 def pacing_for(tau_d: float, jitter_s: float = 0.0, tpot_slo_s: float | None = None) -> Pacing:
-    """Δmin = τd, Δplan = PLAN_FACTOR·τd + jitter, Δmax = STRETCH_FACTOR·τd + jitter; a TPOT
-    SLO is Δmax instead, and N is then sized for the gaps it allows (Δplan at least
-    PLAN_FACTOR/STRETCH_FACTOR of it); Δmin and Δplan never above Δmax."""
+    """Δmin = τd, Δmax = STRETCH_FACTOR·τd + jitter or the TPOT SLO, Δplan = Δmax less the
+    stretch room (STRETCH_FACTOR - PLAN_FACTOR)·τd, at least PLAN_FACTOR·τd + jitter (without
+    an SLO that is exactly PLAN_FACTOR·τd + jitter); Δmin and Δplan never above Δmax.
+
+    The stretch room is the device's rhythm, not a share of the SLO: the device's prefill
+    error is the safety factor's job (``safe_budget``), the jitter the margin tokens'. Sizing N
+    at 0.8 x a 100 ms SLO, as before, kept 25% of a gap five times a 1B phone's τd in reserve
+    (fleet study: tuned N = 34 where N = 24 never stalled and N = 32 cost 5% less)."""
     hi = tpot_slo_s if tpot_slo_s is not None else STRETCH_FACTOR * tau_d + jitter_s
-    plan = PLAN_FACTOR * tau_d + jitter_s
-    if tpot_slo_s is not None:  # the SLO allows wider gaps: size N for them, same headroom
-        plan = max(plan, hi * PLAN_FACTOR / STRETCH_FACTOR)
+    plan = max(PLAN_FACTOR * tau_d + jitter_s, hi - (STRETCH_FACTOR - PLAN_FACTOR) * tau_d)
     return Pacing(tau_d, min(tau_d, hi), min(plan, hi), hi)
 
 

@@ -176,6 +176,14 @@ def _fmt(x) -> str:
     return "never meets the SLO" if x == 0 else f"{x:.1f}x"
 
 
+def _versus(tuned: float, fixed: float) -> str:
+    """Tuned against the best fixed N, in cloud seconds: a tie within 0.01% says so."""
+    rel = tuned / fixed - 1 if fixed > 0 else 0.0
+    if abs(rel) < 1e-4:
+        return "tie"
+    return f"{rel:+.1%}" if abs(rel) >= 1e-3 else f"{rel:+.2%}"
+
+
 def print_table(rows: list[dict]) -> None:
     typer.echo(
         "| workload | devices | cloud | O | chunk | cloud-only req/s | gain pd | gain pd+refine | "
@@ -189,7 +197,8 @@ def print_table(rows: list[dict]) -> None:
         best = min(ok, key=lambda f: f["cloud_busy_s"]) if ok else None
         vs = (
             f"{pd['cloud_busy_s']:.3f} / {pd['stall_rate']:.0%} vs N={best['N']} "
-            f"{best['cloud_busy_s']:.3f} / {best['stall_rate']:.0%}"
+            f"{best['cloud_busy_s']:.3f} / {best['stall_rate']:.0%} "
+            f"({_versus(pd['cloud_busy_s'], best['cloud_busy_s'])})"
             if best
             else f"{pd['cloud_busy_s']:.3f} / {pd['stall_rate']:.0%}; no fixed N as smooth"
         )

@@ -18,7 +18,15 @@ from common.profiles import (
     profile_to_dict,
     save_profile,
 )
-from common.timing_model import catch_up_time, cloud_gain, handoff_index, min_safe_budget
+from common.timing_model import (
+    PLAN_FACTOR,
+    STRETCH_FACTOR,
+    catch_up_time,
+    cloud_gain,
+    handoff_index,
+    min_safe_budget,
+    pacing_for,
+)
 
 
 def test_prefill_fit_recovers_known_parameters():
@@ -128,3 +136,20 @@ def test_refined_prompt_done_counts_the_kept_positions_in_the_part_not_yet_prefi
     assert prompt_done_time(1000, 0.5, 2.5, dev) == pytest.approx(2.5 + 5.0)  # 500 kept ahead
     assert prompt_done_time(1000, 0.5, 8.0, dev) == pytest.approx(10.0)  # only 200 left: all
     assert prompt_done_time(1000, 0.0, 2.5, dev) == pytest.approx(10.0)  # no refinement
+
+
+def test_pacing_keeps_the_device_rhythm_as_stretch_room_with_or_without_a_tpot_slo():
+    tau_d, jitter = 0.021, 0.01
+    plain = pacing_for(tau_d, jitter)
+    assert plain.plan_interval_s == pytest.approx(PLAN_FACTOR * tau_d + jitter)
+    assert plain.max_interval_s == pytest.approx(STRETCH_FACTOR * tau_d + jitter)
+    # A 100 ms SLO allows gaps ~5 tau_d: N is sized for them, keeping the same 0.3 tau_d of
+    # room per token (not 20% of the SLO, which sized N 17% larger than it needs).
+    slo = pacing_for(tau_d, jitter, tpot_slo_s=0.1)
+    assert slo.max_interval_s == 0.1
+    room = (STRETCH_FACTOR - PLAN_FACTOR) * tau_d
+    assert slo.plan_interval_s == pytest.approx(0.1 - room)
+    assert slo.min_interval_s == tau_d
+    # An SLO tighter than the device's own plan: the plan is never above the SLO.
+    tight = pacing_for(tau_d, jitter, tpot_slo_s=0.03)
+    assert tight.plan_interval_s == tight.max_interval_s == 0.03
