@@ -84,3 +84,21 @@ def token_ids(events: list) -> list[int]:
 def end_of(events: list) -> End:
     assert isinstance(events[-1], End), f"stream did not end with an End event: {events[-1:]}"
     return events[-1]
+
+
+def assert_pd_matches_device_only(client, reference, prompt: str, max_tokens: int, budget: int):
+    """Correctness property 1 on any cloud engine: a pd answer with cloud budget N is the
+    device-only answer, token for token, shown as one stream (every cloud token before every
+    device token, at most 1 + N of them, indices 0..n-1). Budgets from 0 to past the answer."""
+    result = client.generate(prompt, max_tokens=max_tokens, mode="pd", cloud_tokens=budget)
+    assert result.fallback is None
+    assert result.token_ids == reference(prompt, max_tokens)
+    sources = result.sources
+    # No handoff means the cloud delivered the whole answer before the device was ready.
+    m = len(result.tokens) if result.handoff_index is None else result.handoff_index
+    assert m >= 1, "the cloud's first token should be shown before the device's"
+    assert m <= budget + 1, "the device never shows more cloud tokens than the budget"
+    assert sources[: min(m, len(sources))] == ["cloud"] * min(m, len(sources))
+    assert set(sources[m:]) <= {"device"}
+    assert [t.index for t in result.tokens] == list(range(len(result.tokens)))
+    return result

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from device_helpers import LONG_PROMPT, SHORT_PROMPT
+from support import assert_pd_matches_device_only
 
 from common.messages import SamplingParams
 
@@ -17,20 +18,7 @@ def test_pd_matches_device_only(cloud_server, make_client, reference, transport,
     url = cloud_server.grpc_url if transport == "grpc" else cloud_server.http_url
     # A device 3x slower than the cloud is still prefilling when cloud tokens arrive.
     client = make_client(url, device_slowdown=3.0, prefill_chunk_tokens=16)
-    result = client.generate(
-        LONG_PROMPT, max_tokens=MAX_TOKENS, mode="pd", cloud_tokens=cloud_tokens
-    )
-    assert result.fallback is None
-    assert result.token_ids == reference(LONG_PROMPT, MAX_TOKENS)
-    sources = result.sources
-    # No handoff means the cloud delivered the whole answer before the device was ready.
-    m = len(result.tokens) if result.handoff_index is None else result.handoff_index
-    assert m >= 1, "the cloud's first token should be shown before the device's"
-    assert m <= cloud_tokens + 1, "the device never shows more cloud tokens than the budget"
-    # One stream: every cloud token comes before every device token.
-    assert sources[: min(m, len(sources))] == ["cloud"] * min(m, len(sources))
-    assert set(sources[m:]) <= {"device"}
-    assert [t.index for t in result.tokens] == list(range(len(result.tokens)))
+    assert_pd_matches_device_only(client, reference, LONG_PROMPT, MAX_TOKENS, cloud_tokens)
 
 
 @pytest.mark.parametrize("transport", ["http", "grpc"])

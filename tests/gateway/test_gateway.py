@@ -159,10 +159,10 @@ def idle(cloud: EmbeddedCloud) -> bool:
 
 def test_killed_instance_mid_run_every_answer_completes(loaded_model, reference):
     with fleet_of_three() as (url, clouds):  # its own: it kills an instance
-        check_killed_instance_mid_run(url, clouds, loaded_model, reference)
+        assert_killed_instance_mid_run(url, clouds, loaded_model, reference)
 
 
-def check_killed_instance_mid_run(url, clouds, loaded_model, reference) -> None:
+def assert_killed_instance_mid_run(url, clouds, loaded_model, reference) -> None:
     clients = [
         DeviceClient(url, model=loaded_model, device_slowdown=3.0, settings=fast_pacing())
         for _ in range(3)

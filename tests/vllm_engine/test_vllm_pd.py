@@ -8,7 +8,14 @@ import grpc
 import httpx
 import pytest
 from httpx_sse import connect_sse
-from support import end_of, grpc_events, http_events, index_of, token_ids
+from support import (
+    assert_pd_matches_device_only,
+    end_of,
+    grpc_events,
+    http_events,
+    index_of,
+    token_ids,
+)
 from vllm_helpers import MAX_CONCURRENT, STORY, wait_idle
 
 from common.messages import GenerateRequest, KeepSet, SamplingParams
@@ -35,18 +42,11 @@ PROMPTS = [
 @pytest.mark.parametrize("transport", ["http", "grpc"])
 @pytest.mark.parametrize("cloud_tokens", [0, 4, 200])
 def test_pd_matches_device_only(vllm_cloud, make_client, reference, transport, cloud_tokens):
-    """Budgets from 0 to past the answer: the handoff loses and duplicates nothing."""
+    """Budgets from 0 to past the answer: the handoff loses and duplicates nothing (the same
+    check as the builtin engine's, tests/device/test_device_equivalence.py)."""
     url = vllm_cloud.grpc_url if transport == "grpc" else vllm_cloud.http_url
     client = make_client(url, device_slowdown=3.0, prefill_chunk_tokens=16)
-    result = client.generate(
-        LONG_PROMPT, max_tokens=MAX_TOKENS, mode="pd", cloud_tokens=cloud_tokens
-    )
-    assert result.fallback is None
-    assert result.token_ids == reference(LONG_PROMPT, MAX_TOKENS)
-    m = len(result.tokens) if result.handoff_index is None else result.handoff_index
-    assert 1 <= m <= cloud_tokens + 1
-    assert result.sources[:m] == ["cloud"] * m
-    assert set(result.sources[m:]) <= {"device"}
+    assert_pd_matches_device_only(client, reference, LONG_PROMPT, MAX_TOKENS, cloud_tokens)
 
 
 @pytest.mark.parametrize("prompt", PROMPTS)
