@@ -114,6 +114,11 @@ class SimulateOptions:
     trace: str | None = knob(None, "Mooncake JSONL trace or shipped name (mooncake-5min)")
     request_rate: float | None = knob(None, "Poisson rate, or the trace rescaled to it, req/s")
     rates: str = knob("", "also: SLO attainment and goodput at these rates, req/s")
+    closed_loop_devices: str = knob(
+        "",
+        "also: M devices in a closed loop (each sends its next request when its last answer's "
+        "End reaches it, as `pdd bench --virtual-devices M`), comma-separated Ms",
+    )
     input_lens: str = knob("256,512,1024", "prompt lengths drawn uniformly (Poisson), tokens")
     output_len: int | None = knob(None, "answer length O (default: the trace's, else 256)")
     max_input_len: int | None = knob(None, "drop trace requests with longer prompts")

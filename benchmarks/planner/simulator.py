@@ -170,6 +170,37 @@ def rate_table(work: Workload, fleet: Fleet, rates: list[float], sample: int) ->
     return rows
 
 
+def closed_loop_table(work: Workload, fleet: Fleet, devices: list[int], sample: int) -> list[dict]:
+    """Each mode with M closed-loop devices taking the workload's requests in order (its arrival
+    times unused): the rate the loop sustains, SLO attainment, p90 TTFT and max TPOT, and cloud
+    slot seconds per request, the figures ``pdd bench --virtual-devices M`` measures live
+    (``pdd study sim-validation`` compares the two)."""
+    rows = []
+    for m in devices:
+        for mode in ("cloud-only", "pd"):
+            res = simulate_mode(mode, work, fleet, sample, closed_loop_devices=m)
+            rows.append(
+                {
+                    "devices": m,
+                    "mode": mode,
+                    "sustained_rate": res.sustained_rate,
+                    "slo_attainment": res.attainment,
+                    "stall_rate": res.stall_rate,
+                    "ttft_p90_s": float(np.percentile(res.ttft, 90)),
+                    "max_tpot_p90_s": float(np.percentile(res.max_tpot_s, 90)),
+                    "cloud_slot_s_per_request": res.cloud_slot_s,
+                }
+            )
+            r = rows[-1]
+            typer.echo(
+                f"  {m:4d} devices {mode:10s} sustained {r['sustained_rate']:8.3g} req/s  SLO met "
+                f"{r['slo_attainment']:6.1%}  TTFT p90 {r['ttft_p90_s']:.2f} s  max-TPOT p90 "
+                f"{r['max_tpot_p90_s'] * 1e3:.0f} ms  cloud {r['cloud_slot_s_per_request']:.3f} "
+                f"slot-s/req  stalls {r['stall_rate']:.1%}"
+            )
+    return rows
+
+
 def _floats(text: str, what: str) -> list[float]:
     try:
         return [float(x) for x in text.split(",") if x.strip()]
@@ -221,6 +252,9 @@ def simulate_command(opts: SimulateOptions) -> None:
             )
         )
         rate_list = _floats(opts.rates, "--rates")
+        loops = [int(m) for m in _floats(opts.closed_loop_devices, "--closed-loop-devices")]
+        if any(m < 1 for m in loops):
+            raise ValueError(f"--closed-loop-devices must be >= 1 each, got {loops}")
     except (ProfileError, ValueError, OSError) as exc:
         fail(str(exc))
     d_ttft, d_tpot = default_slo(work, {"cloud": cloud, "network": network}, split)
@@ -252,6 +286,8 @@ def simulate_command(opts: SimulateOptions) -> None:
         )
     if rate_list:
         report["rates"] = rate_table(work, fleet, rate_list, opts.search_sample)
+    if loops:
+        report["closed_loop"] = closed_loop_table(work, fleet, loops, opts.search_sample)
     if opts.output:
         report["options"] = config_json(opts)
         opts.output.write_text(json.dumps(report, indent=2) + "\n")

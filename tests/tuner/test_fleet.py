@@ -321,3 +321,22 @@ def test_tuned_settings_cost_less_cloud_time_than_any_fixed_n_as_smooth(cloud):
         fixed = simulate_mode("pd", work, replace(fleet, settings=_fixed(tuned, n)), 150)
         if fixed.stall_rate <= res.stall_rate:
             assert res.cloud_busy_s < fixed.cloud_busy_s, f"fixed N={n} is as smooth and cheaper"
+
+
+def test_simulate_runs_closed_loop_devices_as_the_live_bench_does(tmp_path):
+    # `pdd bench --virtual-devices M` is a closed loop; the simulator reports the same figures.
+    report = tmp_path / "report.json"
+    args = ["simulate", "--request-rate", "0.05", "--num-requests", "200"]
+    args += ["--search-requests", "100", "--search-sample", "20", "-o", str(report)]
+    result = runner.invoke(app, args + ["--closed-loop-devices", "1,4"])
+    assert result.exit_code == 0, result.output
+    rows = {(r["devices"], r["mode"]): r for r in json.loads(report.read_text())["closed_loop"]}
+    assert sorted(rows) == [(1, "cloud-only"), (1, "pd"), (4, "cloud-only"), (4, "pd")]
+    for mode in ("cloud-only", "pd"):  # more devices in the loop load the cloud more
+        assert rows[4, mode]["sustained_rate"] > rows[1, mode]["sustained_rate"]
+    for m in (1, 4):  # pd holds a slot for the first token and N more, not the whole answer
+        pd, co = rows[m, "pd"], rows[m, "cloud-only"]
+        assert pd["cloud_slot_s_per_request"] < co["cloud_slot_s_per_request"]
+    assert "4 devices pd" in result.output
+    bad = runner.invoke(app, args + ["--closed-loop-devices", "0"])
+    assert bad.exit_code == 2 and "--closed-loop-devices must be >= 1" in bad.output
