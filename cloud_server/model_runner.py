@@ -1,10 +1,10 @@
 """The model seam: prefill one sequence (whole or a chunk), decode a round of sequences.
 
 The runner is the one owner of every KV cache: a sequence being prefilled has its own
-``DynamicCache`` here (refinement hooks see one prompt, which the scheduler therefore never
-chunks; a chunk continues the cache at its true positions), and moves into the ``DecodeBatch``
-at its first decode round. Decode runs every running sequence in one forward; sampling stays per
-row with ``sample_token(logits, params, index)``, so a batched answer equals the unbatched one,
+``DynamicCache`` here (a chunk continues the cache at its true positions; a refining prompt
+keeps its score capture across its chunks, recording only its own forwards), and moves into the
+``DecodeBatch`` at its first decode round. Decode runs every running sequence in one forward;
+sampling stays per row with ``sample_token(logits, params, index)``, so a batched answer equals the unbatched one,
 and a row whose sampling fails fails alone.
 """
 
@@ -22,7 +22,7 @@ from common.sampling import sample_token
 from .decode_batch import DecodeBatch, kv_of, set_kv
 from .logprobs import prompt_logprobs, token_logprob
 from .prefix_cache import PrefixCache
-from .refine import Refiner
+from .refine import Capture, Refiner
 from .sequence import Sequence
 
 
@@ -43,12 +43,13 @@ class ModelRunner:
         self.batch = DecodeBatch(loaded.model)
         self.prefix_cache = PrefixCache(prefix_cache_bytes) if prefix_cache_bytes > 0 else None
         self._caches: dict[Sequence, DynamicCache] = {}  # prefilling, or prefilled, not batched
+        self._captures: dict[Sequence, Capture] = {}  # refining prompts between two chunks
 
     def attach_prefix(self, seq: Sequence) -> int:
         """Start ``seq``'s cache from the longest cached prefix of its prompt; returns the prompt
         tokens it covers, which need no prefill (at most all but the last, whose logits give the
-        first token; a refinement prompt is always prefilled whole, for its attention scores)."""
-        if self.prefix_cache is None or seq.needs_whole_prompt:
+        first token; a refinement prompt never starts from the cache: its scores need every key)."""
+        if self.prefix_cache is None or seq.scores_prompt:
             return 0
         num_cached, kv = self.prefix_cache.lookup(seq.prompt_ids, seq.num_prompt_tokens - 1)
         if kv is None:
@@ -70,10 +71,13 @@ class ModelRunner:
         ratio = seq.request.refine_ratio
         keep_set = None
         if ratio > 0:
-            assert (start, end) == (0, seq.num_prompt_tokens), "refinement needs the whole prompt"
-            with self.refiner.capture(ratio) as cap:
+            cap = self._captures.pop(seq, None) or self.refiner.start(ratio)
+            with cap.recording():
                 logits = forward_tokens(model, ids, positions, cache)
-            keep_set = cap.keep_set(seq.prompt_ids, ratio)
+            if end < seq.num_prompt_tokens:
+                self._captures[seq] = cap  # the next chunk records into it
+            else:
+                keep_set = cap.keep_set(seq.prompt_ids, ratio)
         else:
             logits = forward_tokens(model, ids, positions, cache)
         self.loaded.platform.synchronize()
@@ -109,6 +113,7 @@ class ModelRunner:
     def release(self, seq: Sequence) -> None:
         """Free ``seq``'s KV, its own cache or its batch row (the other rows are untouched)."""
         self._caches.pop(seq, None)
+        self._captures.pop(seq, None)
         self.batch.remove([seq])
 
 

@@ -1,11 +1,15 @@
 """Prompt refinement: the cloud tells the device which prompt tokens it may skip.
 
-The engine wraps its one prefill forward of the whole prompt in ``Refiner.capture()`` and asks
-the capture for the keep-set afterwards::
+The engine wraps the prefill forward in ``Refiner.capture()`` and asks the capture for the
+keep-set afterwards::
 
     with refiner.capture(refine_ratio) as cap:          # ratio 0: no hooks at all
         logits = forward_tokens(model, prompt_ids, positions, cache)
     keep_set = cap.keep_set(prompt_ids, refine_ratio)   # -> common.messages.KeepSet
+
+A prompt prefilled in chunks (with other requests' decode rounds in between) keeps one capture
+from ``Refiner.start()`` and records only its own forwards, ``with cap.recording(): ...`` around
+each chunk; the keep-set after the last chunk is the whole prompt's.
 
 Scoring (SnapKV-style, see docs/refinement.md): the attention the last ``window`` prompt positions
 pay to every prompt token, softmax per head, summed over heads, queries and a few layers, then
@@ -107,6 +111,20 @@ class Capture:
         self._reason = reason  # why there are no scores, when there are none
         self._scores: torch.Tensor | None = None  # [L], once computed
 
+    @contextmanager
+    def recording(self) -> Iterator[Capture]:
+        """Record the forward(s) inside (one chunk of this prompt): the hooks are on only then,
+        so other requests' forwards between two chunks are not recorded."""
+        recorder = self._recorder
+        if recorder is None:
+            yield self
+            return
+        recorder.attach()
+        try:
+            yield self
+        finally:
+            recorder.detach()
+
     def keep_set(self, prompt_ids: list[int], refine_ratio: float) -> KeepSet:
         num_prompt = len(prompt_ids)
         if refine_ratio <= 0.0:
@@ -157,18 +175,17 @@ class Refiner:
         num_layers = int(getattr(model.config, "num_hidden_layers", 0))
         self.score_layers = self.config.score_layers or default_score_layers(num_layers)
 
+    def start(self, refine_ratio: float | None = None) -> Capture:
+        """A capture for one prompt, recording nothing yet (``Capture.recording``).
+        ``refine_ratio == 0`` registers no hooks (costs nothing)."""
+        if refine_ratio is not None and refine_ratio <= 0.0:
+            return Capture(self, None, "refinement is off (refine ratio 0)")
+        if self.unsupported:
+            return Capture(self, None, self.unsupported)
+        return Capture(self, ScoreRecorder(self.model, self.score_layers, self.config.window), "")
+
     @contextmanager
     def capture(self, refine_ratio: float | None = None) -> Iterator[Capture]:
-        """Wrap the prefill forward. ``refine_ratio == 0`` registers no hooks (costs nothing)."""
-        if refine_ratio is not None and refine_ratio <= 0.0:
-            yield Capture(self, None, "refinement is off (refine ratio 0)")
-            return
-        if self.unsupported:
-            yield Capture(self, None, self.unsupported)
-            return
-        recorder = ScoreRecorder(self.model, self.score_layers, self.config.window)
-        recorder.attach()
-        try:
-            yield Capture(self, recorder, "")
-        finally:
-            recorder.detach()
+        """Wrap a whole-prompt prefill forward: ``start`` and ``recording`` in one."""
+        with self.start(refine_ratio).recording() as cap:
+            yield cap

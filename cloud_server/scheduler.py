@@ -12,6 +12,7 @@ then pauses the others' streams for one chunk, not for its whole prefill (measur
 ``benchmarks/studies/chunked_prefill.py``, 2 threads: a 2k-token prompt paused 4 streams for 3.7 s
 whole, 1.4 s in 512-token chunks). With nobody decoding, the whole prompt goes in one forward. A
 chunk is never a sliver: with less than half a chunk of budget left, the decode round runs first.
+A refining prompt is chunked like any other (its attention scores are recorded chunk by chunk).
 """
 
 from __future__ import annotations
@@ -35,14 +36,12 @@ class SequenceStatus(Enum):
 
 
 class Job(Protocol):
-    """What the policy reads (the first three) and writes (the rest) on each job."""
+    """What the policy reads (the first two) and writes (the rest) on each job."""
 
     @property
     def key(self) -> Hashable: ...
     @property
     def num_prompt_tokens(self) -> int: ...
-    @property
-    def needs_whole_prompt(self) -> bool: ...  # refinement scores the whole prompt: no chunks
 
     status: SequenceStatus
     num_prefilled: int  # prompt tokens scheduled into the KV cache so far
@@ -147,8 +146,6 @@ class Scheduler:
         if not self.running or chunk == 0:
             return left  # nobody is waiting on a decode round (or no chunking)
         budget = chunk - self._prefilled_since_decode
-        if job.needs_whole_prompt:
-            return left if self._prefilled_since_decode == 0 else 0
         if left <= budget:
             return left
         return budget if budget >= chunk // 2 else 0  # no sliver chunks: a decode round first

@@ -68,8 +68,9 @@ class Sequence:
         return len(self.prompt_ids)
 
     @property
-    def needs_whole_prompt(self) -> bool:
-        """Refinement scores the whole prompt's attention in one forward: no chunks."""
+    def scores_prompt(self) -> bool:
+        """Refinement scores every prompt position's attention, so it needs every position's
+        keys from its own prefill: no prefix cache (its chunks are scored as they run)."""
         return self.request.refine_ratio > 0
 
     @property

@@ -98,7 +98,6 @@ class SimJob:
     index: int
     num_prompt_tokens: int
     num_tokens: int  # tokens it may get (first included): its cap
-    needs_whole_prompt: bool = False
     status: SequenceStatus = SequenceStatus.QUEUED
     num_prefilled: int = 0
     admitted_s: float | None = None
@@ -118,7 +117,7 @@ def simulate_cloud(
     cloud: CloudProfile,
     slots: int,
     chunk_tokens: int = 0,
-    needs_whole_prompt: np.ndarray | None = None,
+    scores_prompt: np.ndarray | None = None,
     num_cached: np.ndarray | None = None,
     trace: list[SimStep] | None = None,
     stop_at: StopAt | None = None,
@@ -127,7 +126,8 @@ def simulate_cloud(
     """``num_tokens[i]``: tokens request i may get (first included); 0: it never uses the cloud.
 
     ``arrivals[i]``: when request i reaches the cloud; ``inf`` for one that ``next_arrival``
-    releases later. ``needs_whole_prompt[i]``: it refines its prompt, so it is never chunked.
+    releases later. ``scores_prompt[i]``: it refines its prompt, so the prefix cache is not used
+    (its attention scores need every position's keys); it is chunked like any other.
     ``num_cached[i]``: leading prompt tokens in the cloud's prefix cache (at most all but one):
     its prefill starts after them, as in the engine. ``stop_at(i, arrived, first)``: when a stop
     (a handoff) reaches the cloud for request i, asked at its first token (inf: never); the
@@ -135,12 +135,12 @@ def simulate_cloud(
     because request i ended at ``t``, as (index, cloud arrival). ``trace`` gets every step.
     """
     sim = _CloudSim(arrivals, prompt_lens, num_tokens, cloud, slots, chunk_tokens,
-                    needs_whole_prompt, num_cached, trace, stop_at, next_arrival)  # fmt: skip
+                    scores_prompt, num_cached, trace, stop_at, next_arrival)  # fmt: skip
     return sim.run()
 
 
 class _CloudSim:
-    def __init__(self, arrivals, prompt_lens, num_tokens, cloud, slots, chunk_tokens, whole,
+    def __init__(self, arrivals, prompt_lens, num_tokens, cloud, slots, chunk_tokens, scores,
                  num_cached, trace, stop_at, next_arrival) -> None:  # fmt: skip
         n = len(arrivals)
         self.n, self.cloud, self.trace = n, cloud, trace
@@ -149,13 +149,13 @@ class _CloudSim:
         self.first, self.end = np.full(n, np.nan), np.full(n, np.nan)
         self.busy, self.slot = np.zeros(n), np.zeros(n)
         self.tokens, self.group_range = np.zeros(n, int), np.zeros((n, 2), int)
-        whole = np.zeros(n, bool) if whole is None else np.asarray(whole, bool)
+        scores = np.zeros(n, bool) if scores is None else np.asarray(scores, bool)
         config = EngineConfig(max_concurrent_requests=slots, max_queue=max(n, 1),
                               prefill_chunk_tokens=chunk_tokens)  # fmt: skip
         self.policy = Scheduler(config)
         cached = np.zeros(n, int) if num_cached is None else np.minimum(num_cached, prompt_lens - 1)
-        cached[whole] = 0  # a refinement prompt is prefilled whole, for its attention scores
-        self.jobs = [SimJob(i, int(prompt_lens[i]), int(num_tokens[i]), bool(whole[i]),
+        cached[scores] = 0  # a refinement prompt is prefilled from 0, for its attention scores
+        self.jobs = [SimJob(i, int(prompt_lens[i]), int(num_tokens[i]),
                             num_prefilled=int(cached[i])) for i in range(n)]  # fmt: skip
         order = np.argsort(self.arrival, kind="stable")
         self.pending = [(self.arrival[i], k, int(i)) for k, i in enumerate(order)

@@ -152,6 +152,39 @@ def test_refine_sends_keep_set_before_first_token(engine):
     assert [type(e) for e in run_alone(engine, make_request(cloud_tokens=0))] == [FirstToken, End]
 
 
+def test_a_refining_prompt_is_chunked_between_rounds_and_keeps_the_whole_prompts_keep_set(
+    loaded_model,
+):
+    text = " ".join(["The river floods the meadow by the old mill every spring."] * 8)
+    refining = make_request(prompt=text, max_tokens=2, cloud_tokens=1, refine_ratio=0.5)
+    whole = run_alone(Engine(loaded_model, EngineConfig(prefill_chunk_tokens=0)), refining)
+
+    class Recording(ModelRunner):
+        ranges: list = []
+
+        def prefill(self, seq, start, end):
+            self.ranges.append((seq.request_id, start, end))
+            return super().prefill(seq, start, end)
+
+    runner = Recording(loaded_model)
+    engine = Engine(loaded_model, EngineConfig(prefill_chunk_tokens=32), runner=runner)
+
+    async def body() -> list:
+        other = engine.submit(make_request(request_id="other", max_tokens=40, cloud_tokens=39))
+        engine.step()  # "other" is prefilled and decodes from now on
+        stream = engine.submit(refining.model_copy(update={"request_id": "refining"}))
+        drive(engine)
+        await collect(other)
+        return await collect(stream)
+
+    chunked = asyncio.run(body())
+    mine = [(a, b) for rid, a, b in runner.ranges if rid == "refining"]
+    assert len(mine) > 1, f"the refining prompt went in one forward: {mine}"
+    assert isinstance(chunked[0], KeepSet) and chunked[0].is_available
+    assert chunked[0].kept_positions == whole[0].kept_positions  # others' rounds not recorded
+    assert token_ids(chunked) == token_ids(whole)
+
+
 def test_model_error_ends_only_that_request(loaded_model):
     class FailsOnce(ModelRunner):
         failed = False

@@ -94,9 +94,10 @@ def make_long_seq(loop, request_id: str, num_prompt: int, refine_ratio: float = 
     return seq
 
 
-def test_long_prefill_is_chunked_between_decode_rounds(loop):
+@pytest.mark.parametrize("refine_ratio", [0.0, 0.5])  # a refining prompt is scored chunk by chunk
+def test_long_prefill_is_chunked_between_decode_rounds(loop, refine_ratio):
     sched = Scheduler(EngineConfig(max_concurrent_requests=4, prefill_chunk_tokens=4))
-    a, b = make_seq(loop, "a"), make_long_seq(loop, "b", 10)
+    a, b = make_seq(loop, "a"), make_long_seq(loop, "b", 10, refine_ratio=refine_ratio)
     sched.add(a, now=0.0)
     assert sched.schedule(now=0.0).prefill_range == (0, 3)  # nobody decodes: whole prompt
     sched.add(b, now=0.0)
@@ -115,17 +116,6 @@ def test_long_prefill_is_chunked_between_decode_rounds(loop):
         (StepKind.DECODE, None),
     ]
     assert b.status is SequenceStatus.RUNNING and sched.running == [a, b]
-
-
-def test_a_refine_prompt_is_never_chunked(loop):
-    sched = Scheduler(EngineConfig(max_concurrent_requests=4, prefill_chunk_tokens=4))
-    a, b = make_seq(loop, "a"), make_long_seq(loop, "b", 10, refine_ratio=0.5)
-    sched.add(a, now=0.0)
-    sched.schedule(now=0.0)
-    sched.add(b, now=0.0)
-    assert sched.schedule(now=0.0).kind is StepKind.DECODE  # a round first, then all of b
-    step = sched.schedule(now=0.0)
-    assert (step.kind, step.prefill_range) == (StepKind.PREFILL, (0, 10))
 
 
 def test_prompts_share_one_budget_between_decode_rounds():

@@ -28,7 +28,7 @@ SCRIPT = [  # (arrival s, prompt tokens, tokens it gets (first included), refine
     (0.00, 40, 12, False, 0),
     (0.03, 300, 6, False, 0),  # long: chunked while request 0 decodes
     (0.05, 20, 1, False, 0),  # first token only; prefilled right after 1's last chunk
-    (0.07, 150, 8, True, 0),  # refinement: never chunked, and waits for a decode round
+    (0.07, 150, 8, True, 0),  # refinement: chunked like the others (150 > 128 tokens)
     (0.40, 90, 5, False, 60),  # waits for a slot (4 slots); most of its prompt is cached
     (0.41, 30, 9, False, 0),
     (0.42, 60, 3, False, 59),  # all but its last prompt token cached
@@ -115,10 +115,10 @@ def run_engine(loaded_model) -> tuple[list[SimStep], dict[int, float], dict[int,
 def test_the_simulator_takes_the_engines_steps(loaded_model):
     engine_steps, first, end = run_engine(loaded_model)
     trace: list[SimStep] = []
-    arrivals, prompts, tokens, whole, cached = (np.array(c) for c in zip(*SCRIPT, strict=True))
+    arrivals, prompts, tokens, refines, cached = (np.array(c) for c in zip(*SCRIPT, strict=True))
     run = simulate_cloud(
         arrivals, prompts, tokens, CLOUD, CONFIG.max_concurrent_requests,
-        CONFIG.prefill_chunk_tokens, needs_whole_prompt=whole, num_cached=cached, trace=trace,
+        CONFIG.prefill_chunk_tokens, scores_prompt=refines, num_cached=cached, trace=trace,
     )  # fmt: skip
 
     def plan(steps: list[SimStep]) -> list[tuple]:
@@ -131,7 +131,7 @@ def test_the_simulator_takes_the_engines_steps(loaded_model):
     # The script exercises what the two used to disagree on.
     steps = plan(engine_steps)
     assert (StepKind.PREFILL, (1,), (88, 216)) in steps, "a whole chunk between decode rounds"
-    assert (StepKind.PREFILL, (3,), (0, 150)) in steps, "a refinement prompt in one forward"
+    assert (StepKind.PREFILL, (3,), (0, 128)) in steps, "a refinement prompt chunked too"
     assert (StepKind.PREFILL, (4,), (60, 90)) in steps, "only the part past the cached prefix"
     pairs = [
         a[1] + b[1]
