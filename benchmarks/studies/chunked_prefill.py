@@ -1,6 +1,7 @@
 """Chunked prefill: how long a long prompt's prefill pauses the streams already decoding.
 
     pdd study chunked-prefill [--threads 2] [--prompt-tokens 2048] [--chunks 0,128,256,512,1024]
+                              [--refine-ratio 0.5]
     (or python -m benchmarks.studies.chunked_prefill, the same options)
 
 Runs the real engine (worker thread, real model) in this process, once per chunk size, same
@@ -27,7 +28,9 @@ from .engine_scaling import DECODE_PROMPT, request, timed_events
 from .options import ChunkedPrefillOptions, fail
 
 
-async def one_run(engine: Engine, long_ids: list[int], num_decoding: int) -> tuple[float, float]:
+async def one_run(
+    engine: Engine, long_ids: list[int], num_decoding: int, refine_ratio: float = 0.0
+) -> tuple[float, float]:
     """(largest gap in the decoding streams, TTFT of the long prompt), seconds."""
     decoding = [
         asyncio.create_task(timed_events(engine, request(DECODE_PROMPT, 200)))
@@ -37,7 +40,9 @@ async def one_run(engine: Engine, long_ids: list[int], num_decoding: int) -> tup
         await asyncio.sleep(0.01)
     await asyncio.sleep(0.5)
     start = time.perf_counter()
-    long_req = GenerateRequest(prompt_ids=long_ids, max_tokens=2, cloud_tokens=1)
+    long_req = GenerateRequest(
+        prompt_ids=long_ids, max_tokens=2, cloud_tokens=1, refine_ratio=refine_ratio
+    )
     long_events = await timed_events(engine, long_req)
     ttft = next(t for t, e in long_events if isinstance(e, FirstToken)) - start
     runs = await asyncio.gather(*decoding)
@@ -62,11 +67,16 @@ async def main_async(args: ChunkedPrefillOptions) -> None:
         engine = Engine(loaded, config)
         engine.start()
         try:
-            await one_run(engine, long_ids[:300], args.num_decoding)  # warm-up
-            rows.append((chunk, *await one_run(engine, long_ids, args.num_decoding)))
+            await one_run(engine, long_ids[:300], args.num_decoding, args.refine_ratio)  # warm-up
+            run = await one_run(engine, long_ids, args.num_decoding, args.refine_ratio)
+            rows.append((chunk, *run))
         finally:
             engine.stop()
-    print(f"threads={args.threads} prompt={len(long_ids)} tokens, {args.num_decoding} decoding")
+    refine = f", refine ratio {args.refine_ratio:g}" if args.refine_ratio > 0 else ""
+    print(
+        f"threads={args.threads} prompt={len(long_ids)} tokens{refine}, "
+        f"{args.num_decoding} decoding"
+    )
     base_gap, base_ttft = rows[0][1], rows[0][2]
     print(f"{'chunk':>6}{'max gap s':>11}{'gap ratio':>11}{'long TTFT s':>13}{'TTFT ratio':>12}")
     for chunk, gap, ttft in rows:

@@ -88,6 +88,9 @@ class ChunkedPrefillOptions:
     prompt_tokens: int = knob(2048, "the long prompt's length")
     num_decoding: int = knob(4, "requests decoding when it arrives")
     chunks: str = knob("0,128,256,512,1024", "chunk sizes; the first is the base")
+    refine_ratio: float = knob(
+        0.0, "the long prompt's refine ratio (> 0: its attention is scored, chunk by chunk)"
+    )
 
 
 @dataclass(frozen=True)
