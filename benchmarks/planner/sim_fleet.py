@@ -114,9 +114,11 @@ def _run_cloud(
     fleet: Fleet,
     stop_at: StopAt | None = None,
     devices: int | None = None,
+    scores: np.ndarray | None = None,
 ) -> tuple[CloudRun, Workload]:
     """The cloud over ``work``; ``devices``: closed loop (``closed_loop``), whose arrivals the
-    run decides, so the workload comes back with them."""
+    run decides, so the workload comes back with them. ``scores[i]``: request i refines its
+    prompt, so the engine prefills it without the prefix cache."""
     half = fleet.network.rtt_s / 2
     arrivals, hook, dev_at = work.arrivals + half, None, None
     if devices is not None:
@@ -129,6 +131,7 @@ def _run_cloud(
         fleet.slots,
         fleet.prefill_chunk_tokens,
         num_cached=work.cached_lens,  # prefilled after its cached prefix, attending to it
+        scores_prompt=scores,
         stop_at=stop_at,
         next_arrival=hook,
     )
@@ -216,6 +219,7 @@ class _Plan:
     use_cloud: np.ndarray
     use_device: np.ndarray
     cap: np.ndarray  # tokens the cloud may send: 1 + N (O for cloud-only), 0 without cloud
+    scores: np.ndarray  # the cloud scores its prompt (refinement): no prefix cache for it
 
 
 def _plan(work: Workload, fleet: Fleet) -> _Plan:
@@ -231,7 +235,8 @@ def _plan(work: Workload, fleet: Fleet) -> _Plan:
     # this is the simulator's upper bound on such a request's cloud cost.
     use_device &= ~(use_cloud & (budget >= work.output_lens))
     cap = np.where(use_cloud, np.where(use_device, budget, work.output_lens), 0)
-    return _Plan(buckets, use_cloud, use_device, cap)
+    scores = use_cloud & use_device & np.array([b.refine_ratio > 0 for b in buckets], bool)
+    return _Plan(buckets, use_cloud, use_device, cap, scores)
 
 
 def _handoff_hook(work: Workload, fleet: Fleet, plan: _Plan) -> StopAt:
@@ -257,7 +262,8 @@ def _simulate_pd(work, fleet, dev_ttft, dev_tau, sample, devices) -> ModeResult:
     pd_req = plan.use_cloud & plan.use_device
     # One pass: the cloud stops each pd request after the step in flight when its handoff
     # reaches it, as the engine does; the budget 1 + N is only a cap.
-    run, work = _run_cloud(work, plan.cap, fleet, _handoff_hook(work, fleet, plan), devices)
+    hook = _handoff_hook(work, fleet, plan)
+    run, work = _run_cloud(work, plan.cap, fleet, hook, devices, plan.scores)
     pace = _pace(run)
     cloud_ttft = run.first_token_at + fleet.network.rtt_s / 2 - work.arrivals
     ttft, tpot, max_tpot_s = dev_ttft.copy(), dev_tau.copy(), dev_tau.copy()

@@ -32,7 +32,9 @@ def answers(rate: float, chunk: int, num: int) -> list[dict]:
     ttft, tpot = default_slo(work, {"cloud": cloud, "network": net}, split)
     fleet = sf.Fleet(split, [dev], cloud, net, 8, ttft, tpot, 90.0, chunk)
     plan = sf._plan(work, fleet)
-    run, work = sf._run_cloud(work, plan.cap, fleet, sf._handoff_hook(work, fleet, plan))
+    run, work = sf._run_cloud(
+        work, plan.cap, fleet, sf._handoff_hook(work, fleet, plan), scores=plan.scores
+    )
     pace, rng, rows = sf._pace(run), np.random.default_rng(1), []
     for i in np.flatnonzero(plan.use_cloud & plan.use_device):
         res, _ = sf._display_one(i, work, fleet, plan.buckets[i], run, pace[i], rng)

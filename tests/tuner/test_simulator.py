@@ -68,3 +68,20 @@ def test_display_holds_tokens_back_when_the_cloud_is_slower_than_the_display():
     result = run_display(pacing, arrivals, 300, prompt_done_s=3.0, absorb=lambda m: 0.5)
     assert result.handoff_index == 11
     assert result.max_tpot_s <= 0.3 + 1e-9
+
+
+def test_a_refining_prompt_is_prefilled_without_the_prefix_cache_as_the_engine_does():
+    # The engine never starts a refining prompt from cached KV (its scores need every key):
+    # with every prompt cached but its last token, refining requests still pay the prefill.
+    from dataclasses import replace
+
+    settings = tune(slow_device(), fast_cloud(), TuneConfig([1024], slo=Slo(ttft_s=1.0)))
+    refining = settings.model_copy(
+        update={"buckets": [b.model_copy(update={"refine_ratio": 0.5}) for b in settings.buckets]}
+    )
+    work = poisson_workload(0.01, 20, [1024], 256, 1)
+    work = replace(work, cached_lens=work.prompt_lens - 1)
+    plain = simulate_mode("pd", work, _fleet(settings))
+    refined = simulate_mode("pd", work, _fleet(refining))
+    prefill = fast_cloud().prefill.time(1024)
+    assert refined.cloud_busy_s - plain.cloud_busy_s == pytest.approx(prefill, rel=0.05)
