@@ -144,24 +144,27 @@ def run_modes(
     return {"modes": rows, "gain": gain, "gain_note": why, "busy_gain": busy, "slo": slo}
 
 
+def _load_row(res: ModeResult) -> dict:
+    """What one mode did at one load point (a rate, or M closed-loop devices)."""
+    return {
+        "slo_attainment": res.attainment,
+        "stall_rate": res.stall_rate,
+        "ttft_p90_s": float(np.percentile(res.ttft, 90)),
+        "max_tpot_p90_s": float(np.percentile(res.max_tpot_s, 90)),
+        "cloud_utilisation": res.utilisation,
+        "cloud_slot_s_per_request": res.cloud_slot_s,
+        "sustained_rate": res.sustained_rate,
+    }
+
+
 def rate_table(work: Workload, fleet: Fleet, rates: list[float], sample: int) -> list[dict]:
     """SLO attainment and goodput (requests/s that meet the SLO) of each mode at each rate."""
     rows = []
     for rate in rates:
         for mode in ("cloud-only", "pd"):
             res = simulate_mode(mode, scaled(work, rate), fleet, sample)
-            rows.append(
-                {
-                    "rate": rate,
-                    "mode": mode,
-                    "slo_attainment": res.attainment,
-                    "goodput": rate * res.attainment,
-                    "stall_rate": res.stall_rate,
-                    "ttft_p90_s": float(np.percentile(res.ttft, 90)),
-                    "cloud_utilisation": res.utilisation,
-                }
-            )
-            r = rows[-1]
+            r = {"rate": rate, "mode": mode, "goodput": rate * res.attainment} | _load_row(res)
+            rows.append(r)
             typer.echo(
                 f"  rate {rate:8.3g} req/s {mode:10s} SLO met {r['slo_attainment']:6.1%}  goodput "
                 f"{r['goodput']:8.3g} req/s  TTFT p90 {r['ttft_p90_s']:.2f} s  stalls "
@@ -179,19 +182,8 @@ def closed_loop_table(work: Workload, fleet: Fleet, devices: list[int], sample: 
     for m in devices:
         for mode in ("cloud-only", "pd"):
             res = simulate_mode(mode, work, fleet, sample, closed_loop_devices=m)
-            rows.append(
-                {
-                    "devices": m,
-                    "mode": mode,
-                    "sustained_rate": res.sustained_rate,
-                    "slo_attainment": res.attainment,
-                    "stall_rate": res.stall_rate,
-                    "ttft_p90_s": float(np.percentile(res.ttft, 90)),
-                    "max_tpot_p90_s": float(np.percentile(res.max_tpot_s, 90)),
-                    "cloud_slot_s_per_request": res.cloud_slot_s,
-                }
-            )
-            r = rows[-1]
+            r = {"devices": m, "mode": mode} | _load_row(res)
+            rows.append(r)
             typer.echo(
                 f"  {m:4d} devices {mode:10s} sustained {r['sustained_rate']:8.3g} req/s  SLO met "
                 f"{r['slo_attainment']:6.1%}  TTFT p90 {r['ttft_p90_s']:.2f} s  max-TPOT p90 "
