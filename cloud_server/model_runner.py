@@ -23,6 +23,7 @@ from .decode_batch import DecodeBatch, kv_of, set_kv
 from .logprobs import prompt_logprobs, token_logprob
 from .prefix_cache import PrefixCache
 from .refine import Capture, Refiner
+from .scheduler import max_cached_prefix
 from .sequence import Sequence
 
 
@@ -47,11 +48,15 @@ class ModelRunner:
 
     def attach_prefix(self, seq: Sequence) -> int:
         """Start ``seq``'s cache from the longest cached prefix of its prompt; returns the prompt
-        tokens it covers, which need no prefill (at most all but the last, whose logits give the
-        first token; a refinement prompt never starts from the cache: its scores need every key)."""
-        if self.prefix_cache is None or seq.scores_prompt:
+        tokens it covers, which need no prefill (``max_cached_prefix``: at most all but the
+        last, whose logits give the first token; for a refining prompt all but its scored
+        last W, whose queries the capture needs)."""
+        if self.prefix_cache is None:
             return 0
-        num_cached, kv = self.prefix_cache.lookup(seq.prompt_ids, seq.num_prompt_tokens - 1)
+        most = max_cached_prefix(
+            seq.num_prompt_tokens, seq.scores_prompt, self.refiner.config.window
+        )
+        num_cached, kv = self.prefix_cache.lookup(seq.prompt_ids, most)
         if kv is None:
             return 0
         cache = new_cache(self.loaded.model)
@@ -71,7 +76,11 @@ class ModelRunner:
         ratio = seq.request.refine_ratio
         keep_set = None
         if ratio > 0:
-            cap = self._captures.pop(seq, None) or self.refiner.start(ratio)
+            cap = self._captures.pop(seq, None)
+            if cap is None:
+                cap = self.refiner.start(ratio)
+                if start > 0:  # after a cached prefix: its keys are scored from the cache
+                    cap.after_prefix(kv_of(cache))
             with cap.recording():
                 logits = forward_tokens(model, ids, positions, cache)
             if end < seq.num_prompt_tokens:

@@ -31,6 +31,7 @@ from common.messages import KeepSet
 from common.timing_model import kept_prompt_len
 
 from .refine_scores import ScoreRecorder, default_score_layers, unsupported_reason
+from .scheduler import REFINE_WINDOW
 
 _SENTINEL = "\u2063PDD_CONTENT\u2063"  # stands in for the user's text when reading the template
 
@@ -38,7 +39,7 @@ _SENTINEL = "\u2063PDD_CONTENT\u2063"  # stands in for the user's text when read
 @dataclass(frozen=True)
 class RefineConfig:
     score_layers: tuple[int, ...] | None = None  # None: 4 layers spread over the upper depth
-    window: int = 32  # W: scoring queries, and the tail that is always kept
+    window: int = REFINE_WINDOW  # W: scoring queries, and the tail that is always kept
     pool_kernel: int = 7  # max-pool width over neighbouring tokens (odd)
     num_sink_tokens: int = 4  # always kept when no chat template prefix is found
 
@@ -124,6 +125,12 @@ class Capture:
             yield self
         finally:
             recorder.detach()
+
+    def after_prefix(self, kv: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """The prompt's first positions come from a cached prefix (``kv``, per layer): their
+        keys are scored from it, the positions after it as they are prefilled."""
+        if self._recorder is not None:
+            self._recorder.seed_keys(kv)
 
     def keep_set(self, prompt_ids: list[int], refine_ratio: float) -> KeepSet:
         num_prompt = len(prompt_ids)

@@ -4,6 +4,11 @@ No eager attention and no second pass: forward hooks keep the outputs of ``q_pro
 only) and ``k_proj`` of a few layers plus the rotary ``(cos, sin)`` the model computed; after the
 forward, ``ScoreRecorder.scores()`` applies RoPE and computes ``softmax(q k^T / sqrt(d))`` for those
 W queries only, i.e. a [heads, W, L] block instead of the [heads, L, L] the model attended.
+
+A prompt prefilled after a cached prefix (the engine's prefix cache) takes the prefix's keys from
+that cache, where they are stored already rotated (``ScoreRecorder.seed_keys``); its last W
+positions are always computed fresh (``scheduler.max_cached_prefix``), so the scoring queries
+are hooked.
 """
 
 from __future__ import annotations
@@ -50,20 +55,25 @@ def attention_scores(
     sin: torch.Tensor,
     num_heads: int,
     scaling: float,
+    k_prefix: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Causal softmax attention of the last W queries over all L keys, summed over heads and queries.
 
-    q_last: [W, heads*d] (pre-RoPE), k_all: [L, kv_heads*d] (pre-RoPE), cos/sin: [L, d].
-    Returns [L] float32.
+    q_last: [W, heads*d] (pre-RoPE), k_all: [n, kv_heads*d] (pre-RoPE), cos/sin: [n, d] for
+    those n positions; ``k_prefix``: [kv_heads, L - n, d], the keys of a cached prefix before
+    them, already rotated (as a KV cache holds them). Returns [L] float32.
     """
-    num_keys, window = k_all.shape[0], q_last.shape[0]
+    window = q_last.shape[0]
     head_dim = cos.shape[-1]
     num_kv_heads = k_all.shape[-1] // head_dim
     cos, sin = cos.float(), sin.float()
     q = q_last.float().view(window, num_heads, head_dim).transpose(0, 1)  # [H, W, d]
-    k = k_all.float().view(num_keys, num_kv_heads, head_dim).transpose(0, 1)  # [KV, L, d]
+    k = k_all.float().view(k_all.shape[0], num_kv_heads, head_dim).transpose(0, 1)  # [KV, n, d]
     q = _rope(q, cos[-window:], sin[-window:])
     k = _rope(k, cos, sin)
+    if k_prefix is not None:
+        k = torch.cat([k_prefix.float(), k], dim=1)  # [KV, L, d]
+    num_keys = k.shape[1]
     k = k.repeat_interleave(num_heads // num_kv_heads, dim=0)  # [H, L, d], head h reads kv h // g
     logits = torch.matmul(q, k.transpose(1, 2)) * scaling  # [H, W, L]
     query_pos = torch.arange(num_keys - window, num_keys, device=q.device)  # [W]
@@ -86,6 +96,7 @@ class ScoreRecorder:
         self.q_parts: dict[int, list[torch.Tensor]] = {i: [] for i in layers}  # [<=W, H*d] each
         self.k_parts: dict[int, list[torch.Tensor]] = {i: [] for i in layers}  # [n, KV*d] each
         self.rope_parts: list[tuple[torch.Tensor, torch.Tensor]] = []  # ([n, d], [n, d])
+        self.k_prefix: dict[int, torch.Tensor] = {}  # a cached prefix's rotated keys [KV, P, d]
         self.error: str | None = None
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
@@ -96,6 +107,16 @@ class ScoreRecorder:
             attn = inner.layers[i].self_attn
             self._handles.append(attn.q_proj.register_forward_hook(self._q_hook(i)))
             self._handles.append(attn.k_proj.register_forward_hook(self._k_hook(i)))
+
+    def seed_keys(self, kv: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """The prompt continues a cached prefix: ``kv`` is the cache's per-layer (keys, values),
+        keys [1, KV, P, d] already rotated; the scored layers' keys are taken from it."""
+        for i in self.layers:
+            keys = kv[i][0]
+            if keys.dim() != 4 or keys.shape[0] != 1:
+                self.error = f"a cached prefix of one prompt expected, got {tuple(keys.shape)}"
+                return
+            self.k_prefix[i] = keys[0]
 
     def detach(self) -> None:
         for handle in self._handles:
@@ -132,19 +153,23 @@ class ScoreRecorder:
 
     @property
     def num_positions(self) -> int:
-        return sum(cos.shape[0] for cos, _ in self.rope_parts)
+        """Positions scored: a cached prefix's and those the forwards ran."""
+        cached = next(iter(self.k_prefix.values())).shape[1] if self.k_prefix else 0
+        return cached + sum(cos.shape[0] for cos, _ in self.rope_parts)
 
     def scores(self) -> torch.Tensor:
         """[L] float32 on CPU: attention mass per prompt position, summed over the scored layers."""
         config = self.model.config
-        cos = torch.cat([c for c, _ in self.rope_parts])  # [L, d]
-        sin = torch.cat([s for _, s in self.rope_parts])  # [L, d]
+        cos = torch.cat([c for c, _ in self.rope_parts])  # [n, d]: the positions run
+        sin = torch.cat([s for _, s in self.rope_parts])  # [n, d]
         window = min(self.window, cos.shape[0])
-        total = torch.zeros(cos.shape[0], device=cos.device)  # [L]
+        total = torch.zeros(self.num_positions, device=cos.device)  # [L]
         for i in self.layers:
             attn = self.model.model.layers[i].self_attn
             q_last = torch.cat(self.q_parts[i])[-window:]  # [W, H*d]
-            k_all = torch.cat(self.k_parts[i])  # [L, KV*d]
+            k_all = torch.cat(self.k_parts[i])  # [n, KV*d]
             scaling = getattr(attn, "scaling", cos.shape[-1] ** -0.5)
-            total += attention_scores(q_last, k_all, cos, sin, config.num_attention_heads, scaling)
+            total += attention_scores(
+                q_last, k_all, cos, sin, config.num_attention_heads, scaling, self.k_prefix.get(i)
+            )
         return total.cpu()

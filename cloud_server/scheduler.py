@@ -27,6 +27,16 @@ from common.errors import Overloaded
 
 from .config import EngineConfig
 
+REFINE_WINDOW = 32  # W: the last prompt positions whose attention refinement scores
+
+
+def max_cached_prefix(num_prompt: int, refines: bool, window: int = REFINE_WINDOW) -> int:
+    """Leading prompt tokens a request may take from the prefix cache: all but the last (its
+    logits give the first token); a refining prompt all but its last ``window``, the queries
+    whose attention is scored (the cached keys serve as keys). The engine and the simulator
+    both ask this."""
+    return max(num_prompt - (window if refines else 1), 0)
+
 
 class SequenceStatus(Enum):
     QUEUED = auto()  # accepted, waiting for a free slot (only when max_queue > 0)

@@ -69,8 +69,9 @@ class Sequence:
 
     @property
     def scores_prompt(self) -> bool:
-        """Refinement scores every prompt position's attention, so it needs every position's
-        keys from its own prefill: no prefix cache (its chunks are scored as they run)."""
+        """Refinement scores the last W positions' attention over the whole prompt: those W
+        are always prefilled (``scheduler.max_cached_prefix``), the keys before them may
+        come from the prefix cache."""
         return self.request.refine_ratio > 0
 
     @property

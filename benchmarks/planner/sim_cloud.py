@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cloud_server.config import EngineConfig
-from cloud_server.scheduler import Scheduler, SequenceStatus, StepKind
+from cloud_server.scheduler import Scheduler, SequenceStatus, StepKind, max_cached_prefix
 from common.profiles import CloudProfile
 
 StopAt = Callable[[int, float, float], float]  # (i, arrived at, first token at) -> stop time
@@ -126,8 +126,8 @@ def simulate_cloud(
     """``num_tokens[i]``: tokens request i may get (first included); 0: it never uses the cloud.
 
     ``arrivals[i]``: when request i reaches the cloud; ``inf`` for one that ``next_arrival``
-    releases later. ``scores_prompt[i]``: it refines its prompt, so the prefix cache is not used
-    (its attention scores need every position's keys); it is chunked like any other.
+    releases later. ``scores_prompt[i]``: it refines its prompt, so at most all but its scored
+    last W positions come from the prefix cache (``scheduler.max_cached_prefix``, as in the engine).
     ``num_cached[i]``: leading prompt tokens in the cloud's prefix cache (at most all but one):
     its prefill starts after them, as in the engine. ``stop_at(i, arrived, first)``: when a stop
     (a handoff) reaches the cloud for request i, asked at its first token (inf: never); the
@@ -154,7 +154,9 @@ class _CloudSim:
                               prefill_chunk_tokens=chunk_tokens)  # fmt: skip
         self.policy = Scheduler(config)
         cached = np.zeros(n, int) if num_cached is None else np.minimum(num_cached, prompt_lens - 1)
-        cached[scores] = 0  # a refinement prompt is prefilled from 0, for its attention scores
+        for i in np.flatnonzero(scores):  # a refining prompt's scored last W are prefilled
+            most = max_cached_prefix(int(prompt_lens[i]), True)
+            cached[i] = min(int(cached[i]), most)
         self.jobs = [SimJob(i, int(prompt_lens[i]), int(num_tokens[i]),
                             num_prefilled=int(cached[i])) for i in range(n)]  # fmt: skip
         order = np.argsort(self.arrival, kind="stable")

@@ -118,7 +118,7 @@ def _run_cloud(
 ) -> tuple[CloudRun, Workload]:
     """The cloud over ``work``; ``devices``: closed loop (``closed_loop``), whose arrivals the
     run decides, so the workload comes back with them. ``scores[i]``: request i refines its
-    prompt, so the engine prefills it without the prefix cache."""
+    prompt, so its scored last W positions are prefilled even when cached."""
     half = fleet.network.rtt_s / 2
     arrivals, hook, dev_at = work.arrivals + half, None, None
     if devices is not None:
@@ -219,7 +219,7 @@ class _Plan:
     use_cloud: np.ndarray
     use_device: np.ndarray
     cap: np.ndarray  # tokens the cloud may send: 1 + N (O for cloud-only), 0 without cloud
-    scores: np.ndarray  # the cloud scores its prompt (refinement): no prefix cache for it
+    scores: np.ndarray  # the cloud scores its prompt (refinement): its last W always prefilled
 
 
 def _plan(work: Workload, fleet: Fleet) -> _Plan:

@@ -11,6 +11,7 @@ from cloud_server.config import EngineConfig
 from cloud_server.engine import Engine
 from cloud_server.engine_api import CloudEngine, RequestStream
 from cloud_server.model_runner import ModelRunner
+from cloud_server.scheduler import REFINE_WINDOW
 from common.errors import (
     CloudUnavailable,
     FingerprintMismatch,
@@ -183,6 +184,26 @@ def test_a_refining_prompt_is_chunked_between_rounds_and_keeps_the_whole_prompts
     assert isinstance(chunked[0], KeepSet) and chunked[0].is_available
     assert chunked[0].kept_positions == whole[0].kept_positions  # others' rounds not recorded
     assert token_ids(chunked) == token_ids(whole)
+
+
+def test_a_refining_prompt_takes_its_prefix_from_the_cache_and_keeps_the_same_keep_set(
+    loaded_model,
+):
+    # The cached keys are scored as they are (already rotated); the last W positions, whose
+    # queries are scored, are always prefilled. Same keep-set as an engine without a cache.
+    text = " ".join(["The river floods the meadow by the old mill every spring."] * 8)
+    longer = text + " The school has ninety pupils and three teachers."
+    fresh = Engine(loaded_model, EngineConfig(prefix_cache_bytes=0))
+    cached = Engine(loaded_model, EngineConfig(prefix_cache_bytes=64 << 20))
+    for prompt in (text, text, longer):  # the first fills the cache, the next two hit it
+        refining = make_request(prompt=prompt, max_tokens=2, cloud_tokens=1, refine_ratio=0.5)
+        want, got = run_alone(fresh, refining), run_alone(cached, refining)
+        assert isinstance(got[0], KeepSet) and got[0].is_available, got[0]
+        assert got[0].kept_positions == want[0].kept_positions
+        assert token_ids(got) == token_ids(want)
+    num_prompt = len(loaded_model.encode(longer, raw=True))
+    assert got[-1].usage.cached_tokens > 0  # the follow-up's shared prefix came from the cache
+    assert got[-1].usage.cached_tokens <= num_prompt - REFINE_WINDOW
 
 
 def test_model_error_ends_only_that_request(loaded_model):

@@ -70,10 +70,13 @@ def test_display_holds_tokens_back_when_the_cloud_is_slower_than_the_display():
     assert result.max_tpot_s <= 0.3 + 1e-9
 
 
-def test_a_refining_prompt_is_prefilled_without_the_prefix_cache_as_the_engine_does():
-    # The engine never starts a refining prompt from cached KV (its scores need every key):
-    # with every prompt cached but its last token, refining requests still pay the prefill.
+def test_a_refining_prompt_prefills_its_scored_tail_even_when_cached_as_the_engine_does():
+    # The engine takes a refining prompt's prefix from the cache but always prefills its last
+    # W positions (their queries are scored): with every prompt cached but its last token, a
+    # refining request pays W tokens after the cached rest, a plain one only its last token.
     from dataclasses import replace
+
+    from cloud_server.scheduler import REFINE_WINDOW
 
     settings = tune(slow_device(), fast_cloud(), TuneConfig([1024], slo=Slo(ttft_s=1.0)))
     refining = settings.model_copy(
@@ -83,5 +86,7 @@ def test_a_refining_prompt_is_prefilled_without_the_prefix_cache_as_the_engine_d
     work = replace(work, cached_lens=work.prompt_lens - 1)
     plain = simulate_mode("pd", work, _fleet(settings))
     refined = simulate_mode("pd", work, _fleet(refining))
-    prefill = fast_cloud().prefill.time(1024)
-    assert refined.cloud_busy_s - plain.cloud_busy_s == pytest.approx(prefill, rel=0.05)
+    cost = fast_cloud().prefill
+    extra = cost.extend_time(REFINE_WINDOW, 1024 - REFINE_WINDOW) - cost.extend_time(1, 1023)
+    assert extra > 0
+    assert refined.cloud_busy_s - plain.cloud_busy_s == pytest.approx(extra, rel=0.05)
