@@ -4,8 +4,8 @@ The runner is the one owner of every KV cache: a sequence being prefilled has it
 ``DynamicCache`` here (a chunk continues the cache at its true positions; a refining prompt
 keeps its score capture across its chunks, recording only its own forwards), and moves into the
 ``DecodeBatch`` at its first decode round. Decode runs every running sequence in one forward;
-sampling stays per row with ``sample_token(logits, params, index)``, so a batched answer equals the unbatched one,
-and a row whose sampling fails fails alone.
+sampling stays per row with ``sample_token(logits, params, index)``, so a batched answer equals
+the unbatched one, and a row whose sampling fails fails alone.
 """
 
 from __future__ import annotations
