@@ -7,6 +7,8 @@ off before the first token. Cancelling the call cancels the request. Undecodable
 bytes are read as a ``MalformedMessage`` (not gRPC's INTERNAL / RESOURCE_EXHAUSTED) so the client
 gets INVALID_ARGUMENT with a message. Errors carry their ``PDError.code`` (and the retry-after
 hint) in trailing metadata, so the device rebuilds the same error type as over HTTP.
+A caller without a valid key is refused after its first message is read (or
+``REFUSAL_READ_WAIT_S``), never while its write is in flight (see ``Generate``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import grpc
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from common.errors import InvalidRequest, PDError, RequestTooLarge
+from common.errors import InvalidRequest, PDError, RequestTooLarge, Unauthorized
 from common.messages import GenerateRequest
 from common.proto import pd_pb2 as pb
 from common.wire import (
@@ -39,6 +41,8 @@ from .security import check_bearer
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "pd.v1.PDService"
+# How long a refused (unauthenticated) caller may take to send its request before the refusal.
+REFUSAL_READ_WAIT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -73,11 +77,17 @@ async def abort_with(context: grpc.aio.ServicerContext, err: PDError) -> None:
     await context.abort(err.grpc_code, err.message, trailing_metadata=metadata)
 
 
-async def read_request(messages: AsyncIterator) -> GenerateRequest:
+async def read_first(messages: AsyncIterator, wait_s: float | None = None):
+    """The stream's first message; None when the stream closed (or ``wait_s`` passed) first."""
     try:
-        first = await anext(messages)
-    except StopAsyncIteration:
-        raise InvalidRequest("the stream closed before a request; send a request first") from None
+        return await asyncio.wait_for(anext(messages), wait_s)
+    except (StopAsyncIteration, TimeoutError):
+        return None
+
+
+def request_of(first) -> GenerateRequest:
+    if first is None:
+        raise InvalidRequest("the stream closed before a request; send a request first")
     if isinstance(first, MalformedMessage):
         raise first.error
     if first.WhichOneof("kind") != "request":
@@ -103,8 +113,15 @@ class PDServicer:
         secret = new_secret()
         owner = "grpc:" + secret  # only this stream's handoffs reach its request
         try:
-            check_bearer(self.security.api_keys, authorization_of(context))
-            stream = await submit(self.engine, await read_request(messages), owner)
+            try:
+                check_bearer(self.security.api_keys, authorization_of(context))
+            except Unauthorized:
+                # Take the request off the wire before refusing: a grpc.aio client whose first
+                # write is still in flight when the call ends is told "INTERNAL: Internal error
+                # from Core" instead of this status (grpc/grpc#36066; 1 in 10 calls here).
+                await read_first(messages, REFUSAL_READ_WAIT_S)
+                raise
+            stream = await submit(self.engine, request_of(await read_first(messages)), owner)
         except PDError as err:
             await abort_with(context, err)
             return
