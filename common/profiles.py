@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +102,31 @@ class DeviceProfile:
     @property
     def name(self) -> str:
         return str(self.meta.get("name", "device"))
+
+
+def slowed(device: DeviceProfile, factor: float) -> DeviceProfile:
+    """The same device taking ``factor`` x its profile's time for every prefill and decode
+    step (a phone throttled, busy, or simply not the one the profile was made on)."""
+    if factor == 1.0:
+        return device
+    p, d = device.prefill, device.decode
+    return replace(
+        device,
+        prefill=replace(p, a=p.a * factor, b=p.b * factor, c=p.c * factor),
+        decode=replace(d, d0=d.d0 * factor, d1=d.d1 * factor),
+    )
+
+
+def with_speed_error(device: DeviceProfile, error: float | None) -> DeviceProfile:
+    """The profile, declared to be up to ``error`` (0.1: 10%) off the device it plans for: the
+    tuner pads the device's prefill by its ``max_rel_err`` (``timing_model.safe_budget``), so
+    the larger of the fit's own error and ``error`` is kept. ``None``: the profile as it is."""
+    if error is None:
+        return device
+    if not 0 <= error < 1:
+        raise ProfileError(f"device error {error:g}: give a fraction in [0, 1), e.g. 0.1")
+    prefill = replace(device.prefill, max_rel_err=max(device.prefill.max_rel_err, error))
+    return replace(device, prefill=prefill)
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,11 @@ class TuneOptions:
     cloud_slots: int = knob(
         EngineConfig.max_concurrent_requests, "K: the cloud's slots (`pdd serve --max-concurrent`)"
     )
+    device_error: float | None = knob(
+        None,
+        "devices may run up to this fraction slower than their profile (0.1: 10%); the tuner "
+        "pads their prefill by it (default: the profile's fit error; always at least 5%)",
+    )
 
 
 @dataclass(frozen=True)
@@ -138,6 +143,16 @@ class SimulateOptions:
     display_sample: int = knob(
         20_000, "pd display loops over the whole workload (0: every request)"
     )
+    device_error: float | None = knob(
+        None,
+        "devices may run up to this fraction slower than their profile (0.1: 10%); tuning here "
+        "pads their prefill by it (default: the profile's fit error; always at least 5%)",
+    )
+    device_speed_sigma: float = knob(
+        0.0,
+        "simulated devices off their profiles: each request's device takes f x the profile's "
+        "time, f lognormal with median 1 and this sigma (0.1: about 1 in 6 is 10% slower)",
+    )
     output: Path | None = knob(None, "write the report JSON", flag=("-o", "--output"))
 
     def __post_init__(self) -> None:
@@ -147,4 +162,5 @@ class SimulateOptions:
              "--prefill-chunk-tokens must be >= 0"),
             (self.num_requests is None or self.num_requests >= 10, "--num-requests must be >= 10"),
             (self.display_sample >= 0, "--display-sample must be >= 0"),
+            (0 <= self.device_speed_sigma <= 1, "--device-speed-sigma must be in [0, 1]"),
         ])  # fmt: skip

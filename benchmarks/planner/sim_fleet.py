@@ -17,7 +17,9 @@ largest rate is the highest mean request rate whose attainment is at least the S
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -26,7 +28,7 @@ from benchmarks.planner.sim_cloud import CloudRun, StopAt, simulate_cloud
 from benchmarks.planner.sim_display import run_display
 from benchmarks.planner.sim_workload import Workload, scaled, tiled
 from cloud_server.config import EngineConfig
-from common.profiles import CloudProfile, DeviceProfile, NetworkProfile
+from common.profiles import CloudProfile, DeviceProfile, NetworkProfile, slowed
 from common.settings import SplitSettings
 from common.timing_model import absorb_time, is_stall, kept_prompt_len, prompt_done_time
 from device_client.speed_controller import PacingConfig
@@ -50,6 +52,9 @@ class Fleet:
     slo_tpot_s: float
     percentile: float = 90.0
     prefill_chunk_tokens: int = EngineConfig.prefill_chunk_tokens  # 0: whole prompts first
+    # Each request's device takes f x its profile's time, f lognormal with median 1 and this
+    # sigma (``speed_factors``); the settings and the pacing prior still read the profile.
+    device_speed_sigma: float = 0.0
 
     def settings_for(self, device: int) -> SplitSettings:
         return self.settings[device if len(self.settings) > 1 else 0]
@@ -87,6 +92,36 @@ class ModeResult:
         return self.attainment >= fleet.percentile / 100.0 - 1e-12
 
 
+SPEED_SEED = 7
+
+
+@functools.lru_cache(maxsize=4)
+def speed_factors(sigma: float, num: int) -> np.ndarray:
+    """Per request, how much slower than its profile its device runs (read-only): lognormal,
+    median 1, quantised to 0.1% so the slowed profiles repeat. All 1 when ``sigma`` is 0."""
+    if sigma <= 0:
+        factors = np.ones(num)
+    else:
+        z = np.random.default_rng(SPEED_SEED).standard_normal(num)
+        factors = np.round(np.exp(sigma * z), 3)
+    factors.flags.writeable = False
+    return factors
+
+
+def running_devices(work: Workload, fleet: Fleet) -> Callable[[int], DeviceProfile]:
+    """Request i -> its device as it runs: its class's profile slowed by its speed factor."""
+    factors = speed_factors(fleet.device_speed_sigma, len(work.arrivals))
+    made: dict[tuple[int, float], DeviceProfile] = {}
+
+    def of(i: int) -> DeviceProfile:
+        key = (int(work.device_idx[i]), float(factors[i]))
+        if key not in made:
+            made[key] = slowed(fleet.devices[key[0]], key[1])
+        return made[key]
+
+    return of
+
+
 def _within(fleet: Fleet, ttft: np.ndarray, max_tpot_s: np.ndarray) -> np.ndarray:
     eps = 1e-6  # the controller stretches gaps to exactly Δmax = the TPOT SLO
     return (ttft <= fleet.slo_ttft_s + eps) & (max_tpot_s <= fleet.slo_tpot_s + eps)
@@ -105,7 +140,8 @@ def _device_times(work: Workload, fleet: Fleet) -> tuple[np.ndarray, np.ndarray]
         )
     ]
     arr = np.array(pairs, dtype=float).reshape(-1, 2)
-    return arr[:, 0], arr[:, 1]
+    factors = speed_factors(fleet.device_speed_sigma, len(work.arrivals))
+    return arr[:, 0] * factors, arr[:, 1] * factors  # both linear in the profile's times
 
 
 def _run_cloud(
@@ -243,13 +279,14 @@ def _handoff_hook(work: Workload, fleet: Fleet, plan: _Plan) -> StopAt:
     """When each pd request's handoff reaches the cloud: its device's prompt prefill ends
     (with refinement, after the keep-set arrived with the first token), + RTT/2."""
     half = fleet.network.rtt_s / 2
+    running = running_devices(work, fleet)
     pd_req = plan.use_cloud & plan.use_device
     new, cached = work.device_new_lens, work.device_cached
 
     def stop_at(i: int, arrived: float, first: float) -> float:
         if not pd_req[i]:
             return math.inf
-        dev, sent = fleet.devices[work.device_idx[i]], arrived - half
+        dev, sent = running(i), arrived - half
         ratio = plan.buckets[i].refine_ratio
         done = prompt_done_time(int(new[i]), ratio, first + half - sent, dev, int(cached[i]))
         return sent + done + half
@@ -281,8 +318,9 @@ def _simulate_pd(work, fleet, dev_ttft, dev_tau, sample, devices) -> ModeResult:
     weight = np.ones(len(work.arrivals))
     weight[idx] = pd_req.sum() / max(len(idx), 1)  # each sampled display stands for the rest
     stalls = handoffs = 0
+    running = running_devices(work, fleet)
     for i in idx:
-        res, tail = _display_one(i, work, fleet, plan.buckets[i], run, pace[i], rng)
+        res, tail = _display_one(i, work, fleet, plan.buckets[i], run, pace[i], rng, running(i))
         out = int(work.output_lens[i])
         e2e = res.own_shown_at + max(out - res.handoff_index - 1, 0) * dev_tau[i]
         ttft[i] = res.first_shown_at
@@ -311,16 +349,25 @@ def _simulate_pd(work, fleet, dev_ttft, dev_tau, sample, devices) -> ModeResult:
     )
 
 
-def _display_one(i: int, work: Workload, fleet: Fleet, bucket, run: CloudRun, pace, rng):
-    dev = fleet.devices[work.device_idx[i]]
+def _display_one(
+    i: int, work: Workload, fleet: Fleet, bucket, run: CloudRun, pace, rng, dev=None
+) -> tuple:
+    """Request i's display; ``dev``: its device as it runs (default: exactly its profile). The
+    pacing's priors come from the profile, as in the client; the controller then measures."""
+    profile = fleet.devices[work.device_idx[i]]
+    dev = dev or profile
     L, out = int(work.device_new_lens[i]), int(work.output_lens[i])  # the part still to prefill
     cached = int(work.device_cached[i])  # what the device's session cache already holds
     kept = kept_prompt_len(L, bucket.refine_ratio)
     cap = min(1 + bucket.cloud_tokens, out)
     arrivals = _token_arrivals(run.token_times(i), pace, cap, work.arrivals[i], fleet, rng)
     prompt_s = prompt_done_time(L, bucket.refine_ratio, arrivals[0], dev, cached)
+    prior_s = prompt_done_time(L, bucket.refine_ratio, arrivals[0], profile, cached)
     pacing = PacingConfig(
-        bucket.min_interval_s, bucket.max_interval_s, dev.decode.time(cached + L), kept / prompt_s
+        bucket.min_interval_s,
+        bucket.max_interval_s,
+        profile.decode.time(cached + L),
+        kept / prior_s,
     )
     res = run_display(
         pacing, arrivals, kept, prompt_s, lambda k: absorb_time(k, cached + kept, dev)

@@ -24,7 +24,7 @@ from benchmarks.planner.tuner import Slo, TuneConfig, tune
 from benchmarks.planner.tuning_inputs import parse_slo
 from cloud_server.config import EngineConfig
 from common.cli_options import command_from, config_json
-from common.profiles import NetworkProfile, ProfileError
+from common.profiles import NetworkProfile, ProfileError, with_speed_error
 from common.settings import SplitSettings
 
 DEFAULT_SLO_TTFT_MIN_S = 1.0
@@ -221,6 +221,7 @@ def simulate_command(opts: SimulateOptions) -> None:
     try:
         names = [p.strip() for p in opts.device_profiles.split(",") if p.strip()]
         devices = [load_named(name, "device") for name in names]
+        planned = [with_speed_error(d, opts.device_error) for d in devices]  # what tuning reads
         cloud = load_named(opts.cloud_profile, "cloud")
         num = opts.num_requests or (None if opts.trace else 100_000)
         work = _workload(
@@ -240,7 +241,7 @@ def simulate_command(opts: SimulateOptions) -> None:
             [SplitSettings.load(settings_path(opts.settings))]
             if opts.settings
             else tuned_settings(
-                devices, cloud, work, network, Slo(ttft_s, tpot_s), slots=opts.cloud_slots
+                planned, cloud, work, network, Slo(ttft_s, tpot_s), slots=opts.cloud_slots
             )
         )
         rate_list = _floats(opts.rates, "--rates")
@@ -260,6 +261,7 @@ def simulate_command(opts: SimulateOptions) -> None:
         tpot_s or d_tpot,
         opts.percentile,
         chunk_tokens(opts.prefill_chunk_tokens, split),
+        device_speed_sigma=opts.device_speed_sigma,
     )
     for note in filter(None, notes):
         typer.echo(note)
@@ -302,3 +304,8 @@ def _header(work: Workload, fleet: Fleet, settings: str | None, slo_given: bool)
         f"{fleet.percentile:g}% of requests with TTFT <= {fleet.slo_ttft_s:.2f} s and max-TPOT "
         f"<= {fleet.slo_tpot_s * 1e3:.0f} ms (pd: first token from the cloud, no stall)"
     )
+    if fleet.device_speed_sigma > 0:
+        typer.echo(
+            f"devices off their profiles: each request's device takes f x the profile's time, "
+            f"f lognormal, median 1, sigma {fleet.device_speed_sigma:g}"
+        )

@@ -25,7 +25,13 @@ from benchmarks.planner.tuning_inputs import buckets_from_trace, load_quality, p
 from cloud_server.config import EngineConfig
 from common.cli_options import command_from, config_json
 from common.messages import MAX_REFINE_RATIO
-from common.profiles import CloudProfile, DeviceProfile, NetworkProfile, ProfileError
+from common.profiles import (
+    CloudProfile,
+    DeviceProfile,
+    NetworkProfile,
+    ProfileError,
+    with_speed_error,
+)
 from common.settings import Bucket, Prediction, SplitSettings
 from common.timing_model import (
     catch_up_time,
@@ -296,6 +302,7 @@ def tune_command(opts: TuneOptions) -> None:
     """Choose N, refine ratio and pacing per prompt-length bucket from measured profiles."""
     try:
         dev = load_named(opts.device_profile, "device")  # a file, or a `pdd profile list` name
+        dev = with_speed_error(dev, opts.device_error)
         cloud = load_named(opts.cloud_profile, "cloud")
         trace = opts.trace and trace_path(opts.trace)
         lens, out_len = buckets_from_trace(trace, opts.input_lens, opts.output_len)

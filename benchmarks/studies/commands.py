@@ -9,6 +9,7 @@ import typer
 
 from common.cli_options import command_from
 
+from .device_speed import main as device_speed_main
 from .fleet import main as fleet_main
 from .options import (
     ChunkedPrefillOptions,
@@ -67,7 +68,7 @@ def vllm_pd_command(options: VllmPdOptions) -> None:
 
 study_app = typer.Typer(
     help="Studies that measured the design (refinement, engine scaling, chunked prefill, fleet, "
-    "sessions, pd on vLLM).",
+    "sessions, pd on vLLM, devices off their profiles).",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -77,5 +78,6 @@ study_app.command("chunked-prefill")(chunked_prefill_command)
 # The fleet study and the simulator's validation (no torch: the planner is already imported).
 study_app.command("fleet")(fleet_main)
 study_app.command("sim-validation")(sim_validation_main)
+study_app.command("device-speed")(device_speed_main)
 study_app.command("sessions")(sessions_command)
 study_app.command("vllm-pd")(vllm_pd_command)
