@@ -2,7 +2,8 @@
 
 Modes: cloud-only (the cloud streams the whole answer), device-only, pd (each device class's
 settings: per bucket N, refine ratio, pacing; a bucket the tuner made device-only or cloud-only
-is served that way). The cloud is ``sim_cloud``; each pd request's display is ``sim_display``.
+is served that way). The cloud is ``sim_cloud``; the devices (their speed, each pd request's
+display) are ``sim_devices``.
 
 The handoff stops the cloud early: a pd request's budget 1 + N is only a cap. Pass 1 runs the
 cloud with the caps; each device hands off when its prompt is done (m = tokens received), the
@@ -17,21 +18,18 @@ largest rate is the highest mean request rate whose attainment is at least the S
 
 from __future__ import annotations
 
-import functools
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from benchmarks.planner.sim_cloud import CloudRun, StopAt, simulate_cloud
-from benchmarks.planner.sim_display import run_display
+from benchmarks.planner.sim_devices import device_times, display_one, running_devices
 from benchmarks.planner.sim_workload import Workload, scaled, tiled
 from cloud_server.config import EngineConfig
-from common.profiles import CloudProfile, DeviceProfile, NetworkProfile, slowed
+from common.profiles import CloudProfile, DeviceProfile, NetworkProfile
 from common.settings import SplitSettings
-from common.timing_model import absorb_time, is_stall, kept_prompt_len, prompt_done_time
-from device_client.speed_controller import PacingConfig
+from common.timing_model import is_stall, prompt_done_time
 
 MODES = ("cloud-only", "device-only", "pd")
 
@@ -92,56 +90,9 @@ class ModeResult:
         return self.attainment >= fleet.percentile / 100.0 - 1e-12
 
 
-SPEED_SEED = 7
-
-
-@functools.lru_cache(maxsize=4)
-def speed_factors(sigma: float, num: int) -> np.ndarray:
-    """Per request, how much slower than its profile its device runs (read-only): lognormal,
-    median 1, quantised to 0.1% so the slowed profiles repeat. All 1 when ``sigma`` is 0."""
-    if sigma <= 0:
-        factors = np.ones(num)
-    else:
-        z = np.random.default_rng(SPEED_SEED).standard_normal(num)
-        factors = np.round(np.exp(sigma * z), 3)
-    factors.flags.writeable = False
-    return factors
-
-
-def running_devices(work: Workload, fleet: Fleet) -> Callable[[int], DeviceProfile]:
-    """Request i -> its device as it runs: its class's profile slowed by its speed factor."""
-    factors = speed_factors(fleet.device_speed_sigma, len(work.arrivals))
-    made: dict[tuple[int, float], DeviceProfile] = {}
-
-    def of(i: int) -> DeviceProfile:
-        key = (int(work.device_idx[i]), float(factors[i]))
-        if key not in made:
-            made[key] = slowed(fleet.devices[key[0]], key[1])
-        return made[key]
-
-    return of
-
-
 def _within(fleet: Fleet, ttft: np.ndarray, max_tpot_s: np.ndarray) -> np.ndarray:
     eps = 1e-6  # the controller stretches gaps to exactly Δmax = the TPOT SLO
     return (ttft <= fleet.slo_ttft_s + eps) & (max_tpot_s <= fleet.slo_tpot_s + eps)
-
-
-def _device_times(work: Workload, fleet: Fleet) -> tuple[np.ndarray, np.ndarray]:
-    """(TTFT, mean τd) of each request on its own device."""
-    pairs = [
-        (dev.prefill.extend_time(int(L - c), int(c)), dev.decode.mean_time(int(L), int(o)))
-        for dev, L, c, o in zip(
-            (fleet.devices[d] for d in work.device_idx),
-            work.prompt_lens,
-            work.device_cached,  # a session's cache: only the rest is prefilled
-            work.output_lens,
-            strict=True,
-        )
-    ]
-    arr = np.array(pairs, dtype=float).reshape(-1, 2)
-    factors = speed_factors(fleet.device_speed_sigma, len(work.arrivals))
-    return arr[:, 0] * factors, arr[:, 1] * factors  # both linear in the profile's times
 
 
 def _run_cloud(
@@ -225,7 +176,7 @@ def simulate_mode(
     """One mode over the whole workload; ``sample`` limits the pd display loops (rate search).
     ``closed_loop_devices``: M devices send the requests one after the other (``closed_loop``);
     the workload's arrival times are then ignored."""
-    dev_ttft, dev_tau = _device_times(work, fleet)
+    dev_ttft, dev_tau = device_times(work, fleet)
     out = work.output_lens
     if mode == "device-only":
         good = _within(fleet, dev_ttft, dev_tau)
@@ -320,7 +271,7 @@ def _simulate_pd(work, fleet, dev_ttft, dev_tau, sample, devices) -> ModeResult:
     stalls = handoffs = 0
     running = running_devices(work, fleet)
     for i in idx:
-        res, tail = _display_one(i, work, fleet, plan.buckets[i], run, pace[i], rng, running(i))
+        res, tail = display_one(i, work, fleet, plan.buckets[i], run, pace[i], rng, running(i))
         out = int(work.output_lens[i])
         e2e = res.own_shown_at + max(out - res.handoff_index - 1, 0) * dev_tau[i]
         ttft[i] = res.first_shown_at
@@ -347,46 +298,6 @@ def _simulate_pd(work, fleet, dev_ttft, dev_tau, sample, devices) -> ModeResult:
         cloud_slot_s=float(run.slot_s.mean()),
         sustained_rate=_sustained(run, work, fleet),
     )
-
-
-def _display_one(
-    i: int, work: Workload, fleet: Fleet, bucket, run: CloudRun, pace, rng, dev=None
-) -> tuple:
-    """Request i's display; ``dev``: its device as it runs (default: exactly its profile). The
-    pacing's priors come from the profile, as in the client; the controller then measures."""
-    profile = fleet.devices[work.device_idx[i]]
-    dev = dev or profile
-    L, out = int(work.device_new_lens[i]), int(work.output_lens[i])  # the part still to prefill
-    cached = int(work.device_cached[i])  # what the device's session cache already holds
-    kept = kept_prompt_len(L, bucket.refine_ratio)
-    cap = min(1 + bucket.cloud_tokens, out)
-    arrivals = _token_arrivals(run.token_times(i), pace, cap, work.arrivals[i], fleet, rng)
-    prompt_s = prompt_done_time(L, bucket.refine_ratio, arrivals[0], dev, cached)
-    prior_s = prompt_done_time(L, bucket.refine_ratio, arrivals[0], profile, cached)
-    pacing = PacingConfig(
-        bucket.min_interval_s,
-        bucket.max_interval_s,
-        profile.decode.time(cached + L),
-        kept / prior_s,
-    )
-    res = run_display(
-        pacing, arrivals, kept, prompt_s, lambda k: absorb_time(k, cached + kept, dev)
-    )
-    tail = dev.decode.time(cached + L + out) if res.handoff_index < out else 0.0
-    return res, tail
-
-
-def _token_arrivals(sent: np.ndarray, pace: float, num: int, start: float, fleet: Fleet, rng):
-    """Device-relative arrival of each cloud token: when the cloud sent it (pauses for other
-    requests' prefills included) + RTT/2 and uniform jitter. The cloud stopped at the handoff;
-    the tokens it never sent, up to the cap, follow at its mean pace (after the handoff, so
-    the display never shows them; the answer state sees the budget it was given)."""
-    step = pace if math.isfinite(pace) else 0.0
-    extra = sent[-1] + step * np.arange(1, num - len(sent) + 1)
-    times = np.concatenate([sent, extra])[:num] + fleet.network.rtt_s / 2 - start
-    if fleet.network.jitter_s > 0:
-        times = np.maximum.accumulate(times + rng.uniform(0, fleet.network.jitter_s, num))
-    return times.tolist()
 
 
 def probe(work: Workload, rate: float, fleet: Fleet) -> Workload:

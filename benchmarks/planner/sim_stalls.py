@@ -17,6 +17,7 @@ import numpy as np
 
 from benchmarks.planner import sim_fleet as sf
 from benchmarks.planner.profiles import load_named
+from benchmarks.planner.sim_devices import display_one
 from benchmarks.planner.sim_workload import poisson_workload
 from benchmarks.planner.simulator import default_slo, tuned_settings
 from benchmarks.planner.tuner import Slo
@@ -37,7 +38,7 @@ def answers(rate: float, chunk: int, num: int) -> list[dict]:
     )
     pace, rng, rows = sf._pace(run), np.random.default_rng(1), []
     for i in np.flatnonzero(plan.use_cloud & plan.use_device):
-        res, _ = sf._display_one(i, work, fleet, plan.buckets[i], run, pace[i], rng)
+        res, _ = display_one(i, work, fleet, plan.buckets[i], run, pace[i], rng)
         b, m = plan.buckets[i], res.handoff_index
         sent = run.token_times(i)
         first = sent[0] + net.rtt_s / 2 - work.arrivals[i]

@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from benchmarks.cli import app
 from benchmarks.planner.profiles import load_named
-from benchmarks.planner.sim_fleet import Fleet, simulate_mode, speed_factors
+from benchmarks.planner.sim_devices import speed_factors
+from benchmarks.planner.sim_fleet import Fleet, simulate_mode
 from benchmarks.planner.sim_workload import poisson_workload
 from benchmarks.planner.simulator import tuned_settings
 from benchmarks.planner.tuner import Slo
