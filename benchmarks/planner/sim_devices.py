@@ -11,19 +11,15 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from benchmarks.planner.sim_cloud import CloudRun
 from benchmarks.planner.sim_display import DisplayResult, run_display
 from benchmarks.planner.sim_workload import Workload
-from common.profiles import DeviceProfile, slowed
+from common.profiles import DeviceProfile, NetworkProfile, slowed
 from common.timing_model import absorb_time, kept_prompt_len, prompt_done_time
 from device_client.speed_controller import PacingConfig
-
-if TYPE_CHECKING:
-    from benchmarks.planner.sim_fleet import Fleet
 
 SPEED_SEED = 7
 
@@ -41,26 +37,30 @@ def speed_factors(sigma: float, num: int) -> np.ndarray:
     return factors
 
 
-def running_devices(work: Workload, fleet: Fleet) -> Callable[[int], DeviceProfile]:
+def running_devices(
+    work: Workload, devices: list[DeviceProfile], sigma: float
+) -> Callable[[int], DeviceProfile]:
     """Request i -> its device as it runs: its class's profile slowed by its speed factor."""
-    factors = speed_factors(fleet.device_speed_sigma, len(work.arrivals))
+    factors = speed_factors(sigma, len(work.arrivals))
     made: dict[tuple[int, float], DeviceProfile] = {}
 
     def of(i: int) -> DeviceProfile:
         key = (int(work.device_idx[i]), float(factors[i]))
         if key not in made:
-            made[key] = slowed(fleet.devices[key[0]], key[1])
+            made[key] = slowed(devices[key[0]], key[1])
         return made[key]
 
     return of
 
 
-def device_times(work: Workload, fleet: Fleet) -> tuple[np.ndarray, np.ndarray]:
+def device_times(
+    work: Workload, devices: list[DeviceProfile], sigma: float
+) -> tuple[np.ndarray, np.ndarray]:
     """(TTFT, mean τd) of each request on its own device."""
     pairs = [
         (dev.prefill.extend_time(int(L - c), int(c)), dev.decode.mean_time(int(L), int(o)))
         for dev, L, c, o in zip(
-            (fleet.devices[d] for d in work.device_idx),
+            (devices[d] for d in work.device_idx),
             work.prompt_lens,
             work.device_cached,  # a session's cache: only the rest is prefilled
             work.output_lens,
@@ -68,22 +68,30 @@ def device_times(work: Workload, fleet: Fleet) -> tuple[np.ndarray, np.ndarray]:
         )
     ]
     arr = np.array(pairs, dtype=float).reshape(-1, 2)
-    factors = speed_factors(fleet.device_speed_sigma, len(work.arrivals))
+    factors = speed_factors(sigma, len(work.arrivals))
     return arr[:, 0] * factors, arr[:, 1] * factors  # both linear in the profile's times
 
 
 def display_one(
-    i: int, work: Workload, fleet: Fleet, bucket, run: CloudRun, pace, rng, dev=None
+    i: int,
+    work: Workload,
+    bucket,
+    run: CloudRun,
+    pace: float,
+    network: NetworkProfile,
+    rng: np.random.Generator,
+    profile: DeviceProfile,
+    dev: DeviceProfile | None = None,
 ) -> tuple[DisplayResult, float]:
-    """Request i's display; ``dev``: its device as it runs (default: exactly its profile). The
-    pacing's priors come from the profile, as in the client; the controller then measures."""
-    profile = fleet.devices[work.device_idx[i]]
+    """Request i's display on a device with this ``profile``, running as ``dev`` (default:
+    exactly the profile). The pacing's priors come from the profile, as in the client; the
+    speed controller then measures the prefill it sees."""
     dev = dev or profile
     L, out = int(work.device_new_lens[i]), int(work.output_lens[i])  # the part still to prefill
     cached = int(work.device_cached[i])  # what the device's session cache already holds
     kept = kept_prompt_len(L, bucket.refine_ratio)
     cap = min(1 + bucket.cloud_tokens, out)
-    arrivals = token_arrivals(run.token_times(i), pace, cap, work.arrivals[i], fleet, rng)
+    arrivals = token_arrivals(run.token_times(i), pace, cap, work.arrivals[i], network, rng)
     prompt_s = prompt_done_time(L, bucket.refine_ratio, arrivals[0], dev, cached)
     prior_s = prompt_done_time(L, bucket.refine_ratio, arrivals[0], profile, cached)
     pacing = PacingConfig(
@@ -99,14 +107,16 @@ def display_one(
     return res, tail
 
 
-def token_arrivals(sent: np.ndarray, pace: float, num: int, start: float, fleet: Fleet, rng):
+def token_arrivals(
+    sent: np.ndarray, pace: float, num: int, start: float, network: NetworkProfile, rng
+) -> list[float]:
     """Device-relative arrival of each cloud token: when the cloud sent it (pauses for other
     requests' prefills included) + RTT/2 and uniform jitter. The cloud stopped at the handoff;
     the tokens it never sent, up to the cap, follow at its mean pace (after the handoff, so
     the display never shows them; the answer state sees the budget it was given)."""
     step = pace if math.isfinite(pace) else 0.0
     extra = sent[-1] + step * np.arange(1, num - len(sent) + 1)
-    times = np.concatenate([sent, extra])[:num] + fleet.network.rtt_s / 2 - start
-    if fleet.network.jitter_s > 0:
-        times = np.maximum.accumulate(times + rng.uniform(0, fleet.network.jitter_s, num))
+    times = np.concatenate([sent, extra])[:num] + network.rtt_s / 2 - start
+    if network.jitter_s > 0:
+        times = np.maximum.accumulate(times + rng.uniform(0, network.jitter_s, num))
     return times.tolist()

@@ -176,7 +176,7 @@ def simulate_mode(
     """One mode over the whole workload; ``sample`` limits the pd display loops (rate search).
     ``closed_loop_devices``: M devices send the requests one after the other (``closed_loop``);
     the workload's arrival times are then ignored."""
-    dev_ttft, dev_tau = device_times(work, fleet)
+    dev_ttft, dev_tau = device_times(work, fleet.devices, fleet.device_speed_sigma)
     out = work.output_lens
     if mode == "device-only":
         good = _within(fleet, dev_ttft, dev_tau)
@@ -230,7 +230,7 @@ def _handoff_hook(work: Workload, fleet: Fleet, plan: _Plan) -> StopAt:
     """When each pd request's handoff reaches the cloud: its device's prompt prefill ends
     (with refinement, after the keep-set arrived with the first token), + RTT/2."""
     half = fleet.network.rtt_s / 2
-    running = running_devices(work, fleet)
+    running = running_devices(work, fleet.devices, fleet.device_speed_sigma)
     pd_req = plan.use_cloud & plan.use_device
     new, cached = work.device_new_lens, work.device_cached
 
@@ -269,9 +269,12 @@ def _simulate_pd(work, fleet, dev_ttft, dev_tau, sample, devices) -> ModeResult:
     weight = np.ones(len(work.arrivals))
     weight[idx] = pd_req.sum() / max(len(idx), 1)  # each sampled display stands for the rest
     stalls = handoffs = 0
-    running = running_devices(work, fleet)
+    running = running_devices(work, fleet.devices, fleet.device_speed_sigma)
     for i in idx:
-        res, tail = display_one(i, work, fleet, plan.buckets[i], run, pace[i], rng, running(i))
+        profile = fleet.devices[work.device_idx[i]]
+        res, tail = display_one(
+            i, work, plan.buckets[i], run, pace[i], fleet.network, rng, profile, running(i)
+        )
         out = int(work.output_lens[i])
         e2e = res.own_shown_at + max(out - res.handoff_index - 1, 0) * dev_tau[i]
         ttft[i] = res.first_shown_at

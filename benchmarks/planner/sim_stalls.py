@@ -38,7 +38,7 @@ def answers(rate: float, chunk: int, num: int) -> list[dict]:
     )
     pace, rng, rows = sf._pace(run), np.random.default_rng(1), []
     for i in np.flatnonzero(plan.use_cloud & plan.use_device):
-        res, _ = display_one(i, work, fleet, plan.buckets[i], run, pace[i], rng)
+        res, _ = display_one(i, work, plan.buckets[i], run, pace[i], net, rng, dev)
         b, m = plan.buckets[i], res.handoff_index
         sent = run.token_times(i)
         first = sent[0] + net.rtt_s / 2 - work.arrivals[i]

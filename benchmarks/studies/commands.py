@@ -9,10 +9,10 @@ import typer
 
 from common.cli_options import command_from
 
-from .device_speed import main as device_speed_main
 from .fleet import main as fleet_main
 from .options import (
     ChunkedPrefillOptions,
+    DeviceSpeedOptions,
     EngineScalingOptions,
     RefineStudyOptions,
     SessionsStudyOptions,
@@ -58,6 +58,14 @@ def sessions_command(options: SessionsStudyOptions) -> None:
     main(options)
 
 
+@command_from(DeviceSpeedOptions, on_error=fail)
+def device_speed_command(options: DeviceSpeedOptions) -> None:
+    """Stall rate and cloud cost of the tuned settings when devices run off their profiles."""
+    from .device_speed import main
+
+    main(options)
+
+
 @command_from(VllmPdOptions, on_error=fail)
 def vllm_pd_command(options: VllmPdOptions) -> None:
     """pd on a vLLM cloud against the builtin one: TTFT cut, max gap, cloud busy (pdd bench)."""
@@ -78,6 +86,6 @@ study_app.command("chunked-prefill")(chunked_prefill_command)
 # The fleet study and the simulator's validation (no torch: the planner is already imported).
 study_app.command("fleet")(fleet_main)
 study_app.command("sim-validation")(sim_validation_main)
-study_app.command("device-speed")(device_speed_main)
+study_app.command("device-speed")(device_speed_command)
 study_app.command("sessions")(sessions_command)
 study_app.command("vllm-pd")(vllm_pd_command)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from pathlib import Path
 
 import typer
 
@@ -26,6 +25,7 @@ from benchmarks.planner.sim_workload import poisson_workload, scaled
 from benchmarks.planner.simulator import chunk_tokens, tuned_settings
 from benchmarks.planner.tuner import Slo
 from benchmarks.studies.fleet import SLO_TPOT_S, SLO_TTFT_S, SLOTS
+from benchmarks.studies.options import DeviceSpeedOptions
 from common.profiles import NetworkProfile, with_speed_error
 
 SIGMAS = (0.0, 0.05, 0.1, 0.2)
@@ -80,20 +80,20 @@ def print_table(rows: list[dict]) -> None:
         )
 
 
-def main(
-    num_requests: int = typer.Option(3000, help="requests per row"),
-    sample: int = typer.Option(1000, help="pd display loops per run"),
-    output: Path = typer.Option(None, "-o", "--output"),
-) -> None:
-    """Stall rate and cloud cost of the tuned settings when devices run off their profiles."""
+def main(options: DeviceSpeedOptions) -> None:
+    """Print the table (markdown) and, with -o, save the rows as JSON."""
     rows = []
     for device, out in ROWS:
-        rows += run_row(device, out, num_requests, sample)
+        rows += run_row(device, out, options.num_requests, options.sample)
         typer.echo(f"done: {device} O={out}", err=True)
     print_table(rows)
-    if output:
-        output.write_text(json.dumps(rows, indent=2) + "\n")
+    if options.output:
+        options.output.write_text(json.dumps(rows, indent=2) + "\n")
 
 
 if __name__ == "__main__":
-    typer.run(main)
+    from common.cli_options import command_from
+
+    from .options import fail
+
+    typer.run(command_from(DeviceSpeedOptions, on_error=fail)(main))

@@ -110,6 +110,19 @@ class SessionsStudyOptions:
     output: Path | None = knob(None, "save the rows as JSON")
 
 
+@dataclass(frozen=True)
+class DeviceSpeedOptions:
+    """``pdd study device-speed``: stalls and cloud cost when devices run off their profiles."""
+
+    num_requests: int = knob(3000, "requests per row")
+    sample: int = knob(1000, "pd display loops per run")
+    output: Path | None = knob(None, "save the rows as JSON", flag=("-o", "--output"))
+
+    def __post_init__(self) -> None:
+        if self.num_requests < 10 or self.sample < 1:
+            raise ValueError("--num-requests must be >= 10 and --sample >= 1")
+
+
 def _engines(text: str) -> tuple[str, ...]:
     engines = tuple(e.strip() for e in text.split(",") if e.strip())
     if not engines or set(engines) - {"builtin", "vllm"} or len(set(engines)) != len(engines):
