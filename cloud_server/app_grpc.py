@@ -14,6 +14,7 @@ A caller without a valid key is refused after its first message is read (or
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -22,7 +23,13 @@ import grpc
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from common.errors import InvalidRequest, PDError, RequestTooLarge, Unauthorized
+from common.errors import (
+    InvalidRequest,
+    PDError,
+    RequestTimeout,
+    RequestTooLarge,
+    Unauthorized,
+)
 from common.messages import GenerateRequest
 from common.proto import pd_pb2 as pb
 from common.wire import (
@@ -77,12 +84,17 @@ async def abort_with(context: grpc.aio.ServicerContext, err: PDError) -> None:
     await context.abort(err.grpc_code, err.message, trailing_metadata=metadata)
 
 
-async def read_first(messages: AsyncIterator, wait_s: float | None = None):
-    """The stream's first message; None when the stream closed (or ``wait_s`` passed) first."""
+async def read_first(messages: AsyncIterator, wait_s: float):
+    """The stream's first message; None when the stream closed first; ``RequestTimeout`` when
+    none came within ``wait_s`` (a stalled caller holds no handler for ever)."""
     try:
         return await asyncio.wait_for(anext(messages), wait_s)
-    except (StopAsyncIteration, TimeoutError):
+    except StopAsyncIteration:
         return None
+    except TimeoutError:
+        raise RequestTimeout(
+            f"no request within {wait_s:g} s; send the request as the stream's first message"
+        ) from None
 
 
 def request_of(first) -> GenerateRequest:
@@ -119,9 +131,11 @@ class PDServicer:
                 # Take the request off the wire before refusing: a grpc.aio client whose first
                 # write is still in flight when the call ends is told "INTERNAL: Internal error
                 # from Core" instead of this status (grpc/grpc#36066; 1 in 10 calls here).
-                await read_first(messages, REFUSAL_READ_WAIT_S)
+                with contextlib.suppress(RequestTimeout):
+                    await read_first(messages, REFUSAL_READ_WAIT_S)
                 raise
-            stream = await submit(self.engine, request_of(await read_first(messages)), owner)
+            first = await read_first(messages, self.security.request_read_timeout_s)
+            stream = await submit(self.engine, request_of(first), owner)
         except PDError as err:
             await abort_with(context, err)
             return

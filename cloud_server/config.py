@@ -112,10 +112,17 @@ class SecurityConfig:
         None, f"bearer keys, one per line ('#' comments); also env {API_KEYS_ENV}"
     )
     max_body_bytes: int = knob(1 << 20, "larger request bodies get HTTP 413")
+    request_read_timeout_s: float = knob(
+        30.0,
+        "a request body (HTTP) or first message (gRPC) not in within this many seconds is "
+        "refused (HTTP 408 / INVALID_ARGUMENT), so a stalled caller holds nothing",
+    )
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1:
             raise ValueError("max_body_bytes must be at least 1")
+        if self.request_read_timeout_s <= 0:
+            raise ValueError("request_read_timeout_s must be > 0")
 
 
 @dataclass(frozen=True)

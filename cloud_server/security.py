@@ -1,4 +1,5 @@
-"""API keys (bearer tokens) and request-size limits, enforced before any handler or model work.
+"""API keys (bearer tokens) and request limits (size, read time), enforced before any handler or
+model work.
 
 Keys come from ``--api-key-file`` (one per line, ``#`` comments) and/or ``PDD_API_KEYS``
 (comma-separated); the CLI reads both when the server starts. No keys: auth is off.
@@ -8,12 +9,13 @@ counts and latencies, no prompts or keys).
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
-from common.errors import PDError, RequestTooLarge, Unauthorized
+from common.errors import PDError, RequestTimeout, RequestTooLarge, Unauthorized
 
 from .config import SecurityConfig
 from .http_errors import error_response
@@ -54,7 +56,8 @@ def check_bearer(api_keys: frozenset[str], authorization: str | None) -> None:
 
 
 class SecurityMiddleware:
-    """Pure ASGI: bearer check (except ``OPEN_PATHS``) and a body-size cap (HTTP 413)."""
+    """Pure ASGI: bearer check (except ``OPEN_PATHS``), a body-size cap (HTTP 413) and a time
+    limit on reading the body (HTTP 408)."""
 
     def __init__(self, app: Callable, config: SecurityConfig) -> None:
         self.app = app
@@ -85,12 +88,26 @@ class SecurityMiddleware:
         )
 
     def _limited(self, receive: Receive) -> Receive:
-        """Count bytes of a chunked body too; past the cap, reading the body raises 413."""
-        num_bytes = 0
+        """Count bytes of a chunked body too; past the cap, reading the body raises 413. The
+        whole body must be in within ``request_read_timeout_s`` of its first read (408); after
+        it, ``receive`` waits as long as it likes (a streaming response listens on it for the
+        client's disconnect)."""
+        num_bytes, body_done, deadline = 0, False, None
+        limit_s = self.config.request_read_timeout_s
 
         async def wrapped() -> MutableMapping[str, Any]:
-            nonlocal num_bytes
-            message = await receive()
+            nonlocal num_bytes, body_done, deadline
+            if body_done:
+                return await receive()
+            loop = asyncio.get_running_loop()
+            deadline = deadline or loop.time() + limit_s
+            try:
+                message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0.0))
+            except TimeoutError:
+                raise RequestTimeout(
+                    f"the request body did not arrive within {limit_s:g} s; send it whole"
+                ) from None
+            body_done = message["type"] != "http.request" or not message.get("more_body", False)
             num_bytes += len(message.get("body", b""))
             if num_bytes > self.config.max_body_bytes:
                 raise self._too_large()

@@ -49,6 +49,13 @@ class RequestTooLarge(InvalidRequest):
     code = "request_too_large"
 
 
+class RequestTimeout(InvalidRequest):
+    """The request (its body, or its first gRPC message) did not arrive in time."""
+
+    http_status = 408
+    code = "request_timeout"
+
+
 class UnknownRequest(PDError):
     http_status = 404
     grpc_code = grpc.StatusCode.NOT_FOUND
@@ -101,6 +108,7 @@ _BY_CODE = {
         InvalidRequest,
         PromptTooLong,
         RequestTooLarge,
+        RequestTimeout,
         FingerprintMismatch,
         NotConfigured,
         ModelNotFound,

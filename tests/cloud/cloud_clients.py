@@ -9,6 +9,7 @@ from pathlib import Path
 API_KEY = "test-key-1"
 SETTINGS = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "settings.json"
 MAX_BODY_BYTES = 8192
+READ_TIMEOUT_S = 1.0  # a body or first gRPC message must be in within this
 
 STORY = "Once upon a time"  # raw: the model keeps telling the story, no early EOS
 

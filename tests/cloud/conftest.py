@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from cloud_clients import API_KEY, MAX_BODY_BYTES, SETTINGS
+from cloud_clients import API_KEY, MAX_BODY_BYTES, READ_TIMEOUT_S, SETTINGS
 
 from device_client.embedded import EmbeddedCloud, start_cloud
 
@@ -23,6 +23,8 @@ def secured_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded
         str(MAX_BODY_BYTES),
         "--max-prompt-tokens",
         "256",
+        "--request-read-timeout-s",
+        str(READ_TIMEOUT_S),
     )
     yield cloud
     cloud.stop()

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
+import json
+import socket
 import threading
 
 import grpc
 import httpx
 import pytest
-from cloud_clients import API_KEY, MAX_BODY_BYTES, SETTINGS, story
+from cloud_clients import API_KEY, MAX_BODY_BYTES, READ_TIMEOUT_S, SETTINGS, story
 
 from common.errors import PDError, Unauthorized
 from common.messages import End, FirstToken, GenerateRequest
@@ -158,3 +161,56 @@ def test_grpc_without_key_is_unauthenticated_and_health_stays_open(secured_cloud
         with pytest.raises(grpc.RpcError) as err:
             list(call)
         assert err.value.code() is grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_a_body_that_stalls_gets_408_and_others_are_served_meanwhile(secured_cloud):
+    host, port = secured_cloud.http_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10 * READ_TIMEOUT_S) as sock:
+        sock.sendall(
+            b"POST /v1/pd/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {API_KEY}\r\nContent-Length: 100\r\n\r\n".encode()
+            + b'{"prompt": "Once'
+        )  # and then nothing: 84 bytes never come
+        other = httpx.post(
+            secured_cloud.http_url + "/v1/pd/generate", headers=AUTH, json=story(max_tokens=2)
+        )
+        assert other.status_code == 200 and "event: end" in other.text
+        reply = http.client.HTTPResponse(sock)
+        reply.begin()
+        error = json.loads(reply.read())["error"]
+    assert reply.status == 408
+    assert error["code"] == "request_timeout" and "did not arrive within" in error["message"]
+
+
+def test_a_stream_outlives_the_read_timeout(secured_cloud):
+    # The limit covers reading the request, not the answer: an SSE stream of 40 tokens lasts
+    # several times READ_TIMEOUT_S here, while its connection waits on receive() for a
+    # disconnect the whole time.
+    body = story(max_tokens=41, cloud_tokens=40)
+    resp = httpx.post(
+        secured_cloud.http_url + "/v1/pd/generate", headers=AUTH, json=body, timeout=60
+    )
+    assert resp.status_code == 200
+    assert resp.text.count("event: token") == 40 and "event: end" in resp.text
+
+
+def test_grpc_caller_with_a_key_that_never_sends_is_told_after_the_read_timeout(secured_cloud):
+    from common.proto import pd_pb2_grpc
+
+    done = threading.Event()
+
+    def nothing():
+        done.wait(30)
+        yield from ()
+
+    with grpc.insecure_channel(secured_cloud.grpc_target) as channel:
+        call = pd_pb2_grpc.PDServiceStub(channel).Generate(
+            nothing(), metadata=(("authorization", f"Bearer {API_KEY}"),), timeout=20
+        )
+        try:
+            with pytest.raises(grpc.RpcError) as err:
+                list(call)
+        finally:
+            done.set()
+    assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert f"no request within {READ_TIMEOUT_S:g} s" in err.value.details()
