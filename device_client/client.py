@@ -76,6 +76,12 @@ class DeviceClient:
             self._loop.close()
         self._executor.shutdown(wait=False)
 
+    def __enter__(self) -> DeviceClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def _sync_loop(self) -> asyncio.AbstractEventLoop:
         """One event loop per client for the sync API (grpc.aio binds to the loop it first saw)."""
         if self._loop is None:

@@ -67,8 +67,8 @@ def fleet() -> Iterator[tuple[str, list[EmbeddedCloud]]]:
 
 @pytest.fixture(scope="module")
 def reference(loaded_model) -> list[int]:
-    device = DeviceClient(None, model=loaded_model)
-    return device.generate(PROMPT, max_tokens=MAX_TOKENS, mode="device").token_ids
+    with DeviceClient(None, model=loaded_model) as device:
+        return device.generate(PROMPT, max_tokens=MAX_TOKENS, mode="device").token_ids
 
 
 def event_of(sse):
