@@ -126,8 +126,8 @@ def test_grpc_refusal_reaches_the_device_every_time(secured_cloud):
     assert [s for s in seen if s != "unauthorized"] == []
 
 
-def test_grpc_refuses_a_caller_that_never_sends_its_request(secured_cloud):
-    """The server waits a moment for the request before refusing; not for ever."""
+def silent_grpc_call(cloud, metadata=None) -> grpc.RpcError:
+    """Open a Generate call that never writes its request; the error the server ends it with."""
     from common.proto import pd_pb2_grpc
 
     done = threading.Event()
@@ -136,14 +136,19 @@ def test_grpc_refuses_a_caller_that_never_sends_its_request(secured_cloud):
         done.wait(30)
         yield from ()
 
-    with grpc.insecure_channel(secured_cloud.grpc_target) as channel:
-        call = pd_pb2_grpc.PDServiceStub(channel).Generate(nothing(), timeout=20)
+    with grpc.insecure_channel(cloud.grpc_target) as channel:
+        call = pd_pb2_grpc.PDServiceStub(channel).Generate(nothing(), metadata=metadata, timeout=20)
         try:
             with pytest.raises(grpc.RpcError) as err:
                 list(call)
         finally:
             done.set()
-    assert err.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    return err.value
+
+
+def test_grpc_refuses_a_caller_that_never_sends_its_request(secured_cloud):
+    """The server waits a moment for the request before refusing; not for ever."""
+    assert silent_grpc_call(secured_cloud).code() is grpc.StatusCode.UNAUTHENTICATED
 
 
 def test_grpc_without_key_is_unauthenticated_and_health_stays_open(secured_cloud):
@@ -195,22 +200,6 @@ def test_a_stream_outlives_the_read_timeout(secured_cloud):
 
 
 def test_grpc_caller_with_a_key_that_never_sends_is_told_after_the_read_timeout(secured_cloud):
-    from common.proto import pd_pb2_grpc
-
-    done = threading.Event()
-
-    def nothing():
-        done.wait(30)
-        yield from ()
-
-    with grpc.insecure_channel(secured_cloud.grpc_target) as channel:
-        call = pd_pb2_grpc.PDServiceStub(channel).Generate(
-            nothing(), metadata=(("authorization", f"Bearer {API_KEY}"),), timeout=20
-        )
-        try:
-            with pytest.raises(grpc.RpcError) as err:
-                list(call)
-        finally:
-            done.set()
-    assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
-    assert f"no request within {READ_TIMEOUT_S:g} s" in err.value.details()
+    err = silent_grpc_call(secured_cloud, (("authorization", f"Bearer {API_KEY}"),))
+    assert err.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert f"no request within {READ_TIMEOUT_S:g} s" in err.details()
