@@ -149,17 +149,35 @@ class PDServicer:
             stream.cancel()
 
     async def _read_handoffs(self, messages: AsyncIterator, request_id: str, owner: str) -> None:
-        """Later device messages: a handoff stops the request; anything else is logged."""
-        async for msg in messages:
-            if isinstance(msg, MalformedMessage) or msg.WhichOneof("kind") != "handoff":
+        """Later device messages: a handoff stops the request. Anything else, and handoffs after
+        the request ended, are logged once per stream and then only counted, so a device that
+        floods its stream cannot flood the log."""
+        ignored = late = 0
+        try:
+            async for msg in messages:
+                if isinstance(msg, MalformedMessage) or msg.WhichOneof("kind") != "handoff":
+                    ignored += 1
+                    if ignored == 1:
+                        log.warning(
+                            "request %s: ignored a device message that is not a handoff",
+                            request_id,
+                        )
+                    continue
+                try:
+                    self.engine.handoff(request_id, max(0, msg.handoff.at_index), owner)
+                except PDError as err:  # the request ended meanwhile and was forgotten
+                    late += 1
+                    if late == 1:
+                        log.info("request %s: late handoff ignored: %s", request_id, err.message)
+        finally:
+            if ignored > 1 or late > 1:
                 log.warning(
-                    "request %s: ignored a device message that is not a handoff", request_id
+                    "request %s: ignored %d device messages that were not handoffs and %d late "
+                    "handoffs on its stream",
+                    request_id,
+                    ignored,
+                    late,
                 )
-                continue
-            try:
-                self.engine.handoff(request_id, max(0, msg.handoff.at_index), owner)
-            except PDError as err:  # the request ended meanwhile and was forgotten
-                log.info("request %s: late handoff ignored: %s", request_id, err.message)
 
 
 def create_grpc_server(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import grpc
 import pytest
 from cloud_clients import story
@@ -130,3 +132,22 @@ def test_late_handoff_on_a_finished_stream_is_harmless(cloud_server):
     assert end_of(events).reason is EndReason.BUDGET
     follow_up = grpc_events(cloud_server.grpc_target, GenerateRequest(**story(cloud_tokens=1)))
     assert end_of(follow_up).usage.completion_tokens == 2
+
+
+def test_a_device_that_floods_its_stream_does_not_flood_the_log(cloud_server):
+    request = GenerateRequest(**story(max_tokens=8, cloud_tokens=7))
+    message = request_to_proto(request)  # sent again and again: not a handoff, so ignored
+    with grpc.insecure_channel(cloud_server.grpc_target) as channel:
+        stub = pd_pb2_grpc.PDServiceStub(channel)
+        replies = list(stub.Generate(iter([message] * 51), timeout=60))
+    assert replies[-1].WhichOneof("kind") == "end"
+
+    def ignored_lines() -> list[str]:
+        text = cloud_server.log_path.read_text()
+        return [ln for ln in text.splitlines() if request.request_id in ln and "ignored" in ln]
+
+    assert wait_for(lambda: any("device messages" in ln for ln in ignored_lines()), 10.0)
+    lines = ignored_lines()
+    assert len(lines) == 2, lines  # the first one, then one count for the stream (was 50 lines)
+    counted = re.search(r"ignored (\d+) device messages", lines[1])
+    assert "not a handoff" in lines[0] and counted and 2 <= int(counted.group(1)) <= 50
