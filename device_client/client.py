@@ -83,7 +83,7 @@ class DeviceClient:
         self.close()
 
     def _sync_loop(self) -> asyncio.AbstractEventLoop:
-        """One event loop per client for the sync API (grpc.aio binds to the loop it first saw)."""
+        """One event loop per client for the sync API, made on first use and reused by each call."""
         if self._loop is None:
             self._loop = asyncio.new_event_loop()
         return self._loop
